@@ -1,0 +1,165 @@
+"""The ``coreecg`` command. Thin: parse arguments, build objects, call the library, report errors plainly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from coreecg import __version__
+from coreecg.preprocess import PrepConfig
+from coreecg.readers import SOURCE_KINDS
+from coreecg.readers.base import Source
+from coreecg.record import SourceError
+from coreecg.store import Store, StoreError
+
+KIND_HELP = {
+    "ptbxl": "PTB-XL official layout (ptbxl_database.csv, scp_statements.csv, records100/500)",
+    "ptbxl-tables": "records folder + PTB-XL label tables in the MERL benchmark format (--tables)",
+    "cinc": "PhysioNet/CinC 2020/2021 folder (.hea + .mat, SNOMED Dx codes), walked recursively",
+    "wfdb": "any folder of WFDB records, walked recursively",
+    "numpy": "a .npy array records × leads × time (needs --fs and --leads; --meta for labels)",
+    "code15": "CODE-15%% HDF5 files (tracings N × 4096 × 12 at 400 Hz) + exams.csv",
+}
+
+
+def _add_prepare(commands) -> None:
+    kinds = "\n".join(f"  {kind:13s} {text}" for kind, text in KIND_HELP.items())
+    parser = commands.add_parser(
+        "prepare",
+        help="convert an ECG collection into a memory-mapped store",
+        description=f"Convert an ECG collection into a store.\n\nkinds:\n{kinds}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("kind", choices=sorted(SOURCE_KINDS))
+    parser.add_argument("path", help="the collection's folder or file")
+    parser.add_argument("--out", required=True, help="store folder to create or resume")
+    defaults = PrepConfig()
+    parser.add_argument("--rate", type=float, default=defaults.fs, help="store sampling rate, Hz (%(default)s)")
+    parser.add_argument(
+        "--segment-seconds", type=float, default=defaults.segment_seconds, help="segment length (%(default)s s)"
+    )
+    parser.add_argument(
+        "--band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=[defaults.band_low, defaults.band_high],
+        help="band-pass edges in Hz (%(default)s); LOW 0 gives a low-pass",
+    )  # fmt: skip
+    parser.add_argument("--dtype", choices=["float32", "float16"], default=defaults.dtype)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (%(default)s)")
+    parser.add_argument("--shard-size", type=int, default=1000, help="records per shard (%(default)s)")
+    parser.add_argument("--shard", metavar="I/N", help="convert only part I of N (for several machines)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first record that cannot be stored")
+    group = parser.add_argument_group("source options")
+    group.add_argument("--variant", choices=["lr", "hr"], default="lr", help="PTB-XL: records100 (lr) or 500 (hr)")
+    group.add_argument("--tables", help="ptbxl-tables: folder of label tables (default PATH/ptbxl_splits)")
+    group.add_argument("--dx-mapping", help="cinc: folder with dx_mapping_scored.csv (default: PATH)")
+    group.add_argument("--fs", type=float, help="numpy: sampling rate of the array, Hz")
+    group.add_argument("--leads", help="numpy: lead names of the array's rows, comma-separated")
+    group.add_argument("--meta", help="numpy: metadata/label CSV, one row per record")
+    group.add_argument("--label-set", default="labels", help="numpy: name of the label set (%(default)s)")
+    group.add_argument("--exams", help="code15: exams.csv (default: beside the HDF5 files)")
+    group.add_argument("--scale-to-mv", type=float, default=1.0, help="code15: factor to millivolts (%(default)s)")
+
+
+def build_source(args: argparse.Namespace) -> Source:
+    kind = args.kind
+    if kind == "ptbxl":
+        return SOURCE_KINDS[kind](args.path, variant=args.variant)
+    if kind == "ptbxl-tables":
+        return SOURCE_KINDS[kind](args.path, tables=args.tables, variant=args.variant)
+    if kind == "cinc":
+        return SOURCE_KINDS[kind](args.path, dx_mapping=args.dx_mapping)
+    if kind == "numpy":
+        leads = [name.strip() for name in args.leads.split(",")] if args.leads else None
+        return SOURCE_KINDS[kind](args.path, fs=args.fs, leads=leads, meta=args.meta, label_set=args.label_set)
+    if kind == "code15":
+        return SOURCE_KINDS[kind](args.path, exams=args.exams, scale_to_mv=args.scale_to_mv)
+    return SOURCE_KINDS[kind](args.path)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from coreecg.prepare import StrictReject, parse_partition, prepare_store
+
+    config = PrepConfig(
+        fs=args.rate,
+        segment_seconds=args.segment_seconds,
+        band_low=args.band[0],
+        band_high=args.band[1],
+        dtype=args.dtype,
+    )
+    source = build_source(args)
+    try:
+        result = prepare_store(
+            source,
+            args.out,
+            config,
+            workers=max(1, args.workers),
+            shard_size=args.shard_size,
+            partition=parse_partition(args.shard),
+            strict=args.strict,
+        )
+    except StrictReject as error:
+        print(f"coreecg prepare --strict: rejected {error}", file=sys.stderr)
+        return 1
+    if result.finalized and result.rejected:
+        _print_rejects(args.out)
+    return 0
+
+
+def _print_rejects(out: str, limit: int = 10) -> None:
+    import pandas as pd
+
+    rejects = pd.read_csv(os.path.join(out, "rejects.csv"), dtype=str, keep_default_na=False)
+    print(f"{len(rejects)} rejected record(s), listed in {os.path.join(out, 'rejects.csv')}:", file=sys.stderr)
+    for row in rejects.head(limit).itertuples():
+        print(f"  {row.path}: {row.reason}", file=sys.stderr)
+    if len(rejects) > limit:
+        print(f"  ... and {len(rejects) - limit} more", file=sys.stderr)
+
+
+def _add_inspect(commands) -> None:
+    parser = commands.add_parser("inspect", help="summarize a store: counts, settings, label sets, flags")
+    parser.add_argument("store")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    store = Store(args.store)
+    manifest = store.manifest
+    if args.json:
+        print(json.dumps(manifest, indent=1))
+        return 0
+    config = store.config
+    print(f"{store.path}: {manifest['stored']} records stored, {manifest['rejected']} rejected "
+          f"(of {manifest['records_in']}), {manifest['segments']} segments")  # fmt: skip
+    print(f"  {config.fs:g} Hz, {config.segment_seconds:g} s segments, band {config.band_low}-{config.band_high} Hz, "
+          f"{config.dtype}, settings hash {store.config_hash}")  # fmt: skip
+    print(f"  source: {manifest['source']}")
+    for name, info in manifest["label_sets"].items():
+        print(f"  label set {name}: {len(info['classes'])} classes, {info['labelled']} records labelled")
+    if manifest["flags"]:
+        print("  quality flags: " + ", ".join(f"{k} {v}" for k, v in manifest["flags"].items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coreecg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"coreecg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(commands)
+    _add_inspect(commands)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            return run_prepare(args)
+        return run_inspect(args)
+    except (SourceError, StoreError, ValueError) as error:
+        print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"coreecg {args.command}: interrupted; finished shards are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""A torch ``Dataset`` over a store: random crops for training, fixed windows for evaluation.
+
+Signals stay on disk (memory-mapped); an item copies only its crop. Normalization happens here, at
+load time (DESIGN §1.1): each present lead minus its record mean, divided by the record's overall
+standard deviation, both precomputed at prepare time. Padding of short records stays zero.
+
+Two ways to batch:
+- ``DataLoader(dataset, batch_size=B)``: works as usual; ``__getitems__`` gathers the whole batch
+  at once and hands per-item views to the default collate.
+- ``dataset.loader(B)``: the fast path; each fetch is one vectorized ``dataset[list_of_indices]``
+  that returns a ready batch, with no per-item collate.
+Random offsets come from torch's RNG, so runs are reproducible under ``torch.manual_seed`` and each
+DataLoader worker draws its own stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from coreecg.leads import N_LEADS, parse_lead_list
+from coreecg.store import Store, StoreError, check_same_preprocessing
+
+_EPS = 1e-6
+
+
+class StoreDataset(Dataset):
+    """Segments of a store, optionally filtered by fold/split and restricted to labelled records.
+
+    ``mode="train"``: one random crop of ``crop_seconds`` per item (``signal``: 12 × crop).
+    ``mode="eval"``: ``windows`` evenly spaced crops per item (``signal``: windows × 12 × crop).
+    ``leads`` keeps only the listed leads (the others are zeroed and masked), for reduced-lead use.
+    """
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        mode: str = "train",
+        crop_seconds: float | None = None,
+        windows: int = 1,
+        label_set: str | None = None,
+        folds: Sequence[int] | None = None,
+        splits: Sequence[str] | None = None,
+        leads: str | Sequence[str] | None = None,
+        normalize: bool = True,
+    ):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.mode, self.normalize = mode, normalize
+        segment = self.store.config.segment_samples
+        self.crop = segment if crop_seconds is None else round(crop_seconds * self.store.fs)
+        if not 0 < self.crop <= segment:
+            raise ValueError(f"crop of {self.crop} samples must be within the store's {segment}-sample segments")
+        if windows < 1:
+            raise ValueError("windows must be at least 1")
+        self.windows = windows
+        keep = np.ones(self.store.n_records, dtype=bool)
+        if folds is not None:
+            keep &= np.isin(self.store.fold, list(folds))
+        if splits is not None:
+            keep &= np.isin(self.store.split, list(splits))
+        self.label_set = label_set
+        self.classes: list[str] = []
+        self._labels: np.ndarray | None = None
+        if label_set is not None:
+            labels = self.store.label_set(label_set)
+            keep &= labels.labelled
+            self.classes = labels.classes
+            self._labels = labels.matrix.astype(np.float32)
+        lead_keep = np.ones(N_LEADS, dtype=bool)
+        if leads is not None:
+            lead_keep[:] = False
+            lead_keep[parse_lead_list(leads)] = True
+        self.lead_keep = lead_keep
+        self.segments = np.flatnonzero(keep[self.store.segment_record]).astype(np.int64)
+        if len(self.segments) == 0:
+            raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def records(self) -> np.ndarray:
+        """Record row of every item, so evaluation can average items of one record."""
+        return self.store.segment_record[self.segments]
+
+    def _offsets(self, valid: np.ndarray) -> np.ndarray:
+        """Crop starts, items × windows: random in train mode, evenly spaced in eval mode."""
+        room = np.maximum(valid - self.crop, 0)
+        if self.mode == "train":
+            draws = torch.rand(len(valid), dtype=torch.float64).numpy()
+            return np.minimum((draws * (room + 1)).astype(np.int64), room)[:, None]
+        steps = np.linspace(0.0, 1.0, self.windows) if self.windows > 1 else np.array([0.5])
+        return np.round(room[:, None] * steps[None, :]).astype(np.int64)
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """A whole batch in one vectorized gather (the fast path)."""
+        items = np.asarray(indices, dtype=np.int64)
+        segments = self.segments[items]
+        store = self.store
+        valid = store.segment_valid[segments].astype(np.int64)
+        offsets = self._offsets(valid)  # items × windows
+        n, w = offsets.shape
+        out = np.empty((n, w, N_LEADS, self.crop), dtype=np.float32)
+        shards, rows = store.segment_shard[segments], store.segment_row[segments]
+        for j in range(n):
+            signals = store.signals(int(shards[j]))
+            for k in range(w):
+                start = offsets[j, k]
+                out[j, k] = signals[rows[j], :, start : start + self.crop]
+        records = store.segment_record[segments]
+        lead_mask = store.lead_mask[records] & self.lead_keep
+        if self.normalize:
+            mean = store.lead_mean[records][:, None, :, None]
+            scale = 1.0 / (store.record_std[records] + _EPS)
+            out -= mean
+            out *= scale[:, None, None, None]
+        out *= lead_mask[:, None, :, None]
+        short = valid < self.crop
+        if short.any():  # short records start at 0; keep their padding zero after normalization
+            pad = np.arange(self.crop)[None, :] >= valid[:, None]
+            out *= ~pad[:, None, None, :]
+        signal = torch.from_numpy(out if self.mode == "eval" else out[:, 0])
+        batch = {
+            "signal": signal,
+            "lead_mask": torch.from_numpy(lead_mask),
+            "segment": torch.from_numpy(segments),
+            "record": torch.from_numpy(records.astype(np.int64)),
+        }
+        if self._labels is not None:
+            batch["label"] = torch.from_numpy(self._labels[records])
+        return batch
+
+    def __getitem__(self, index):
+        if isinstance(index, (list, tuple, np.ndarray, torch.Tensor)):
+            return self.batch(np.asarray(index))
+        one = self.batch([index])
+        return {key: value[0] for key, value in one.items()}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        batch = self.batch(indices)
+        return [{key: value[j] for key, value in batch.items()} for j in range(len(indices))]
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool | None = None,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> DataLoader:
+        """A DataLoader that fetches whole batches with ``batch`` (shuffled in train mode by default)."""
+        shuffle = self.mode == "train" if shuffle is None else shuffle
+        sampler = RandomSampler(self, generator=generator) if shuffle else SequentialSampler(self)
+        return DataLoader(
+            self,
+            sampler=BatchSampler(sampler, batch_size, drop_last),
+            batch_size=None,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            **kwargs,
+        )
+
+
+def concat_datasets(datasets: Sequence[StoreDataset]) -> ConcatDataset:
+    """Several stores as one dataset; refuses stores prepared with different settings."""
+    check_same_preprocessing([d.store for d in datasets])
+    return ConcatDataset(datasets)

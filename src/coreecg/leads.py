@@ -1,0 +1,37 @@
+"""The canonical 12-lead layout every store uses, and matching of lead names onto it.
+
+A store always has the 12 canonical leads in the same order; a record that lacks some of them
+carries a lead mask, so models never mistake an absent lead for a flat one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+CANONICAL_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)  # fmt: skip
+N_LEADS = len(CANONICAL_LEADS)
+
+_BY_FOLDED_NAME = {name.casefold(): i for i, name in enumerate(CANONICAL_LEADS)}
+
+
+def lead_index(name: str) -> int | None:
+    """Canonical index of a lead name (case-insensitive, surrounding spaces ignored), or None."""
+    return _BY_FOLDED_NAME.get(name.strip().casefold())
+
+
+def parse_lead_list(text: str | Sequence[str]) -> list[int]:
+    """Canonical indices of a user-given lead list (``"I,II,V1"`` or a sequence); raises on unknown names."""
+    names = [n for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    indices = []
+    for name in names:
+        index = lead_index(name)
+        if index is None:
+            raise ValueError(f"unknown lead name {name!r}; known leads: {', '.join(CANONICAL_LEADS)}")
+        if index in indices:
+            raise ValueError(f"lead {name!r} is listed twice")
+        indices.append(index)
+    if not indices:
+        raise ValueError("the lead list is empty")
+    return indices

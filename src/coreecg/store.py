@@ -1,0 +1,149 @@
+"""Reading a prepared store: memory-mapped signal shards plus small metadata arrays.
+
+Layout of a store folder (written by ``coreecg.prepare``)::
+
+    manifest.json             config + hash, source, counts, label sets; written last
+    plan.json                 settings fixed when the store was started (guards resumes)
+    shards/NNNNN/signals.npy  segments × 12 × segment_samples, memory-mapped on read
+    shards/NNNNN/segments.npy per segment: record row in shard, offset, valid length
+    shards/NNNNN/records.jsonl and rejects.jsonl, done.json (written last, atomically)
+    records.csv               one row per stored record (ids, patient, fold, split, labels, flags)
+    index.npz                 per segment and per record arrays the dataset needs
+    labels/<set>.npy          multi-hot record × class matrix of each label set
+    rejects.csv               every record that was not stored, with the reason
+
+Signals are never loaded whole: ``Store.signals(shard)`` is a read-only memmap, opened lazily and
+dropped on pickling so a ``Store`` inside DataLoader workers reopens its own maps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or mixed, with the folder named."""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    name: str
+    classes: list[str]
+    matrix: np.ndarray  # uint8, records × classes
+    labelled: np.ndarray  # bool, records: does this record carry labels of this set at all?
+    names: dict[str, str]
+
+
+class Store:
+    """A finished store. Segment-level arrays are indexed by segment, record-level ones by record row."""
+
+    def __init__(self, path: str):
+        self.path = path
+        manifest_path = os.path.join(path, "manifest.json")
+        if not os.path.isfile(manifest_path):
+            partial = os.path.isfile(os.path.join(path, "plan.json"))
+            raise StoreError(
+                f"{path}: not a finished coreecg store"
+                + (" (conversion incomplete: re-run coreecg prepare to finish it)" if partial else "")
+            )
+        with open(manifest_path, encoding="utf-8") as handle:
+            self.manifest = json.load(handle)
+        if self.manifest.get("format_version") != STORE_FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format {self.manifest.get('format_version')} is not supported "
+                f"(this coreecg reads format {STORE_FORMAT_VERSION}); re-run coreecg prepare"
+            )
+        self.config = PrepConfig.from_dict(self.manifest["config"])
+        self.config_hash: str = self.manifest["config_hash"]
+        with np.load(os.path.join(path, "index.npz")) as index:
+            self.segment_shard = index["segment_shard"]
+            self.segment_row = index["segment_row"]
+            self.segment_record = index["segment_record"]
+            self.segment_offset = index["segment_offset"]
+            self.segment_valid = index["segment_valid"]
+            self.lead_mask = index["lead_mask"]
+            self.lead_mean = index["lead_mean"]
+            self.record_std = index["record_std"]
+            self.fold = index["fold"]
+        self.shard_names: list[str] = [s["name"] for s in self.manifest["shards"]]
+        self._records: pd.DataFrame | None = None
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_maps"] = {}  # memmaps are reopened in each process, never copied
+        return state
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}: {self.n_records} records, {self.n_segments} segments, {self.fs:g} Hz)"
+
+    @property
+    def fs(self) -> float:
+        return self.config.fs
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segment_shard)
+
+    @property
+    def n_records(self) -> int:
+        return len(self.record_std)
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """The metadata table, one row per stored record (loaded on first use)."""
+        if self._records is None:
+            self._records = pd.read_csv(
+                os.path.join(self.path, "records.csv"),
+                dtype={"record_id": str, "patient_id": str, "split": str, "flags": str},
+                keep_default_na=False,
+            )
+        return self._records
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.records["split"].to_numpy(dtype=str)
+
+    def signals(self, shard: int) -> np.ndarray:
+        """The shard's segments × 12 × samples array, memory-mapped read-only."""
+        array = self._maps.get(shard)
+        if array is None:
+            file = os.path.join(self.path, "shards", self.shard_names[shard], "signals.npy")
+            array = np.load(file, mmap_mode="r")
+            self._maps[shard] = array
+        return array
+
+    def segment(self, index: int) -> np.ndarray:
+        """One segment in millivolts (12 × segment_samples), un-normalized."""
+        return np.asarray(self.signals(int(self.segment_shard[index]))[self.segment_row[index]])
+
+    @property
+    def label_set_names(self) -> list[str]:
+        return list(self.manifest["label_sets"])
+
+    def label_set(self, name: str) -> LabelSet:
+        info = self.manifest["label_sets"].get(name)
+        if info is None:
+            known = ", ".join(self.label_set_names) or "none"
+            raise StoreError(f"{self.path}: no label set {name!r} (this store has: {known})")
+        with np.load(os.path.join(self.path, "labels", f"{name}.npz")) as data:
+            return LabelSet(name, list(info["classes"]), data["matrix"], data["labelled"], info.get("names", {}))
+
+
+def check_same_preprocessing(stores: list[Store]) -> None:
+    """Refuse to combine stores whose samples mean different things (rate, band, length, ...)."""
+    reference = stores[0]
+    for other in stores[1:]:
+        if other.config_hash != reference.config_hash:
+            a, b = reference.config.to_dict(), other.config.to_dict()
+            differing = ", ".join(f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b.get(k))
+            raise StoreError(
+                f"stores {reference.path} and {other.path} were prepared with different settings ({differing})"
+            )
