@@ -108,6 +108,7 @@ def test_deterministic_and_hash_tracks_every_setting():
     assert np.array_equal(a, b)
     base = PrepConfig()
     assert base.hash() == PrepConfig().hash()
+    assert PrepConfig(fs=250).hash() == PrepConfig(fs=250.0).hash()
     for change in ({"fs": 250.0}, {"band_high": 45.0}, {"segment_seconds": 5.0}, {"dtype": "float16"}):
         assert PrepConfig(**change).hash() != base.hash()
 

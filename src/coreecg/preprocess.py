@@ -43,6 +43,9 @@ class PrepConfig:
     format_version: int = STORE_FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # 250 and 250.0 must give the same hash
+            if field.type == "float":
+                object.__setattr__(self, field.name, float(getattr(self, field.name)))
         problems = []
         if not (self.fs > 0 and math.isfinite(self.fs)):
             problems.append(f"rate must be a positive number of Hz, got {self.fs}")
