@@ -110,6 +110,6 @@ def test_concat_refuses_different_settings(tmp_path, cinc_store):
     other = tmp_path / "other"
     prepare_store(SOURCE_KINDS["cinc"](str(CINC)), str(other), PrepConfig(band_high=30), log=quiet)
     a, b = StoreDataset(str(cinc_store)), StoreDataset(str(other))
-    with pytest.raises(StoreError, match="band_high: 40.0 vs 30.0"):
+    with pytest.raises(StoreError, match=r"band_high: 40\.0 vs 30\.0"):
         concat_datasets([a, b])
     assert len(concat_datasets([a, StoreDataset(str(cinc_store))])) == 2 * len(a)

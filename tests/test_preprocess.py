@@ -122,5 +122,6 @@ def test_config_validation():
 
 def test_parse_lead_list():
     assert parse_lead_list("I, ii ,AVF") == [0, 1, 5]
+    assert parse_lead_list(["DII", "MLIII"]) == [1, 2]
     with pytest.raises(ValueError, match="unknown lead"):
         parse_lead_list("I,V7")

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             return run_prepare(args)
         return run_inspect(args)
-    except (SourceError, StoreError, ValueError) as error:
+    except (SourceError, StoreError, ValueError, OSError) as error:
         print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,7 +13,12 @@ CANONICAL_LEADS: tuple[str, ...] = (
 )  # fmt: skip
 N_LEADS = len(CANONICAL_LEADS)
 
+# Other spellings of the same leads seen in public collections: Roman-numeral "D" names (e.g. the
+# Brazilian CODE exports) and the modified limb leads of Holter-style WFDB records (MLII is lead II
+# with torso electrodes; it is the closest canonical lead, and the record says which it was).
+_ALIASES = {"DI": "I", "DII": "II", "DIII": "III", "MLI": "I", "MLII": "II", "MLIII": "III"}
 _BY_FOLDED_NAME = {name.casefold(): i for i, name in enumerate(CANONICAL_LEADS)}
+_BY_FOLDED_NAME.update({alias.casefold(): _BY_FOLDED_NAME[name.casefold()] for alias, name in _ALIASES.items()})
 
 
 def lead_index(name: str) -> int | None:
