@@ -88,6 +88,11 @@ def test_flat_and_saturated_leads():
         prepare_record(_record(np.zeros((2, 5000))), PrepConfig())
 
 
+def test_low_rate_records_are_flagged():
+    assert "low_rate" in prepare_record(_record(_sines(fs=50.0), fs=50.0), PrepConfig()).flags
+    assert "low_rate" not in prepare_record(_record(_sines(fs=100.0), fs=100.0), PrepConfig()).flags
+
+
 def test_too_short_record_rejected():
     with pytest.raises(RecordError, match="shorter than"):
         prepare_record(_record(_sines(seconds=1.0)), PrepConfig())

@@ -154,6 +154,8 @@ def prepare_record(record: RawRecord, config: PrepConfig) -> Prepared:
     up, down = resampling_ratio(record.fs, config.fs, record.path)
     x, present, flags = canonical_leads(record)
     flags = list(record.flags) + flags
+    if record.fs < 2 * config.band_high:
+        flags.append("low_rate")  # the store's band reaches above this record's Nyquist: that part is empty
     n_in = x.shape[1]
     if n_in < config.min_record_seconds * record.fs:
         raise RecordError(
