@@ -183,3 +183,35 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert "not a finished coreecg store" in capsys.readouterr().err
     assert main(["prepare", "ptbxl", str(PTBXL), "--out", str(tmp_path / "p"), "--band", "50", "40"]) == 2
     assert "band" in capsys.readouterr().err
+
+
+def test_record_errors_survive_pickling():
+    import pickle
+
+    from coreecg.record import RecordError
+
+    error = pickle.loads(pickle.dumps(RecordError("a.hea", "bad header")))
+    assert (error.path, error.problem, str(error)) == ("a.hea", "bad header", "a.hea: bad header")
+
+
+def test_wfdb_folder_at_500_hz_is_resampled(tmp_path):
+    out = tmp_path / "store"
+    result = prepare_store(SOURCE_KINDS["wfdb"](str(PTBXL / "records500")), str(out), PrepConfig(), log=quiet)
+    assert (result.records_in, result.stored) == (40, 40)
+    store = Store(str(out))
+    assert store.records.loc[0, "record_id"] == "00000/00001_hr" and store.records.loc[0, "fs_original"] == 500
+    assert store.signals(0).shape == (40, 12, 1000)
+
+
+def test_code15_store_counts_the_filler_row_as_a_reject(tmp_path):
+    from tests.test_readers import write_code15
+
+    folder = tmp_path / "code15"
+    folder.mkdir()
+    write_code15(folder, n=3)
+    out = tmp_path / "store"
+    result = prepare_store(SOURCE_KINDS["code15"](str(folder)), str(out), PrepConfig(), log=quiet)
+    assert (result.records_in, result.stored, result.rejected) == (4, 3, 1)
+    store = Store(str(out))
+    assert store.records["record_id"].tolist() == ["101", "102", "103"]
+    assert store.label_set("code15").matrix.tolist() == [[0] * 6, [0, 1, 0, 0, 0, 0], [0] * 5 + [1]]

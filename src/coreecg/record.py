@@ -20,6 +20,9 @@ class RecordError(Exception):
         self.path = path
         self.problem = problem
 
+    def __reduce__(self):  # picklable across worker processes despite the two-argument constructor
+        return (type(self), (self.path, self.problem))
+
 
 class SourceError(Exception):
     """A whole source that cannot be used (missing folder, no records, unreadable label table)."""
