@@ -9,7 +9,7 @@ Layout of a store folder (written by ``coreecg.prepare``)::
     shards/NNNNN/records.jsonl and rejects.jsonl, done.json (written last, atomically)
     records.csv               one row per stored record (ids, patient, fold, split, labels, flags)
     index.npz                 per segment and per record arrays the dataset needs
-    labels/<set>.npy          multi-hot record × class matrix of each label set
+    labels/<set>.npz          per label set: multi-hot record × class matrix, and which records are labelled
     rejects.csv               every record that was not stored, with the reason
 
 Signals are never loaded whole: ``Store.signals(shard)`` is a read-only memmap, opened lazily and
