@@ -45,7 +45,7 @@ def rate(run, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store")
-    parser.add_argument("records_root", help="folder the store's records were read from (for wfdb.rdsamp)")
+    parser.add_argument("records_root", help="the folder the store was prepared from, here (for wfdb.rdsamp)")
     parser.add_argument("--crop-seconds", type=float, default=2.5)
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument("--workers", type=int, default=2)
@@ -89,9 +89,12 @@ def main() -> None:
             count += len(batch["signal"])
         return count
 
-    paths = [os.path.join(args.records_root, os.path.splitext(p)[0]) for p in store.records["path"]]
-    if not os.path.isfile(paths[0] + ".hea"):
-        paths = [os.path.splitext(p)[0] for p in store.records["path"]]
+    # records.csv holds each header's path on the machine that prepared the store; re-root it here.
+    prepared_root = store.manifest["source"]["root"]
+    paths = [
+        os.path.join(args.records_root, os.path.relpath(os.path.splitext(p)[0], prepared_root))
+        for p in store.records["path"]
+    ]
 
     def wfdb_per_item() -> int:
         for i in rng.integers(0, len(paths), 200):

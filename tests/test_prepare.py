@@ -11,7 +11,7 @@ import pytest
 
 from coreecg.cli import main
 from coreecg.prepare import StrictReject, prepare_store, segment_offsets
-from coreecg.preprocess import PrepConfig
+from coreecg.preprocess import PrepConfig, prepare_record
 from coreecg.readers import SOURCE_KINDS
 from coreecg.store import Store, StoreError
 from tests.conftest import CINC, PTBXL, quiet
@@ -40,8 +40,6 @@ def test_ptbxl_store_contents(ptbxl_store):
     assert store.lead_mask.all()
     # the stored samples are the preprocessed record, not something else
     source = SOURCE_KINDS["ptbxl"](str(PTBXL))
-    from coreecg.preprocess import prepare_record
-
     expected = prepare_record(source.read("1"), store.config).signal
     np.testing.assert_array_equal(store.segment(0), expected)
 

@@ -248,16 +248,15 @@ def prepare_store(
         f"prepare: {len(keys)} records in {n_shards} shards; this run converts {len(todo)} "
         f"({mine - len(todo)} already done) with {workers} worker(s)"
     )
-    counts: Counter = Counter()
     _WORKER_SOURCE = source
     try:
         if workers > 1 and len(todo) > 1:
             context = multiprocessing.get_context("fork")
             with context.Pool(min(workers, len(todo))) as pool:
                 results = pool.imap_unordered(_convert_task, todo)
-                _report_progress(results, len(todo), counts, start, log)
+                _report_progress(results, len(todo), start, log)
         else:
-            _report_progress(map(_convert_task, todo), len(todo), counts, start, log)
+            _report_progress(map(_convert_task, todo), len(todo), start, log)
     finally:
         _WORKER_SOURCE = None
     finished = [s for s in range(n_shards) if os.path.isfile(os.path.join(shards_dir, f"{s:05d}", "done.json"))]
@@ -283,7 +282,8 @@ def prepare_store(
     )
 
 
-def _report_progress(results, total: int, counts: Counter, start: float, log) -> None:
+def _report_progress(results, total: int, start: float, log) -> None:
+    counts: Counter = Counter()
     for done_count, (shard, done) in enumerate(results, start=1):
         counts.update(stored=done["stored"], rejected=done["rejected"])
         elapsed = time.perf_counter() - start

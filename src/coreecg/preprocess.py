@@ -102,9 +102,14 @@ def resampling_ratio(fs_in: float, fs_out: float, path: str) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
+def clipped_band_high(fs: float, high: float) -> float:
+    """The band's upper edge as applied: kept below the store's Nyquist."""
+    return min(high, 0.95 * fs / 2)
+
+
 @lru_cache(maxsize=32)
 def _bandpass_sos(fs: float, low: float, high: float, order: int) -> np.ndarray:
-    high = min(high, 0.95 * fs / 2)
+    high = clipped_band_high(fs, high)
     if low > 0:
         return sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
     return sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
@@ -154,7 +159,7 @@ def prepare_record(record: RawRecord, config: PrepConfig) -> Prepared:
     up, down = resampling_ratio(record.fs, config.fs, record.path)
     x, present, flags = canonical_leads(record)
     flags = list(record.flags) + flags
-    if record.fs < 2 * config.band_high:
+    if record.fs / 2 < clipped_band_high(config.fs, config.band_high):
         flags.append("low_rate")  # the store's band reaches above this record's Nyquist: that part is empty
     n_in = x.shape[1]
     if n_in < config.min_record_seconds * record.fs:
