@@ -3,3 +3,10 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def load_encoder(path: str, device: str = "cpu"):
+    """A pretrained encoder from a folder (or run folder), ready to ``embed`` raw ECGs; see coreecg.pretrained."""
+    from coreecg.pretrained import load_encoder as load
+
+    return load(path, device)

@@ -142,22 +142,62 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pretrain(commands) -> None:
+    parser = commands.add_parser(
+        "pretrain",
+        help="pretrain a CoRe-ECG encoder on one or more stores (CPU, GPU, or torchrun)",
+        description="Pretrain a CoRe-ECG encoder. Settings come from an optional YAML config "
+        "(see docs/configuration.md) and section.key=value overrides, e.g. train.steps=2000 "
+        "objective.preset=no-fda. Running the same command again resumes an interrupted run. "
+        "Several GPUs or nodes: torchrun --nproc_per_node N -m coreecg pretrain ...",
+    )
+    parser.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value", help="config file and/or overrides")
+    parser.add_argument("--out", required=True, help="run folder (created, or resumed if it holds a checkpoint)")
+    parser.add_argument("--store", action="append", help="training store (repeat for several); sets data.store")
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from coreecg.distributed import shutdown
+    from coreecg.pretrain.config import load_pretrain_config
+    from coreecg.pretrain.loop import pretrain
+
+    files = [item for item in args.items if "=" not in item]
+    overrides = [item for item in args.items if "=" in item]
+    if len(files) > 1:
+        raise ValueError(f"one config file at most, got {', '.join(files)}")
+    if args.store:
+        overrides.append(f"data.store={json.dumps(args.store if len(args.store) > 1 else args.store[0])}")
+    config = load_pretrain_config(files[0] if files else None, overrides)
+    try:
+        result = pretrain(config, args.out, log=lambda text: print(text, file=sys.stderr))
+    finally:
+        shutdown()
+    if result.finished and int(os.environ.get("RANK", "0")) == 0:
+        print(f"encoder written to {os.path.join(args.out, 'encoder')} (load it with coreecg.load_encoder)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coreecg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"coreecg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_prepare(commands)
     _add_inspect(commands)
-    args = parser.parse_args(argv)
+    _add_pretrain(commands)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "pretrain" and all("=" in item and not item.startswith("-") for item in extra):
+        args.items += extra  # key=value overrides may follow the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    run = {"prepare": run_prepare, "inspect": run_inspect, "pretrain": run_pretrain}[args.command]
     try:
-        if args.command == "prepare":
-            return run_prepare(args)
-        return run_inspect(args)
+        return run(args)
     except (SourceError, StoreError, ValueError, OSError) as error:
         print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"coreecg {args.command}: interrupted; finished shards are kept, re-run to resume", file=sys.stderr)
+        kept = "finished shards are kept" if args.command == "prepare" else "the last checkpoint is kept"
+        print(f"coreecg {args.command}: interrupted; {kept}, re-run to resume", file=sys.stderr)
         return 130
 
 

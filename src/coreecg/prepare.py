@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from coreecg import __version__
+from coreecg.files import write_json
 from coreecg.leads import CANONICAL_LEADS, N_LEADS
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig, prepare_record
 from coreecg.readers.base import Source
@@ -73,11 +74,7 @@ def _keys_hash(keys: list[str]) -> str:
 
 
 def _write_json(path: str, value) -> None:
-    """Atomic write: temp file in the same folder, then rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(path, value, sort_keys=True)
 
 
 def _record_entry(raw: RawRecord, prepared, n_segments: int, duration: float) -> dict:

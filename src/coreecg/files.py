@@ -1,0 +1,40 @@
+"""Atomic file writes: a crash or a kill mid-write leaves the previous file intact, never half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Call ``write(temp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def write_json(path: str, data, sort_keys: bool = False) -> None:
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=sort_keys)
+            handle.write("\n")
+
+    write_atomically(path, write)
+
+
+def write_text(path: str, text: str) -> None:
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    write_atomically(path, write)

@@ -1,0 +1,272 @@
+"""The networks: a lead-aware ViT encoder, a light conditioned decoder and a projection head (DESIGN §1.2, §1.5).
+
+Token grid: every lead of a crop is cut into ``N = T / patch`` patches, giving 12 × N grid positions
+numbered ``lead * N + t``. A boolean ``visible`` grid (B × 12 × N) says which positions are encoded;
+absent leads are never visible, so they are never tokenized. Only visible tokens enter the encoder
+(MAE-style), gathered into a dense B × L batch where L is the largest visible count in the batch;
+shorter rows are padded and excluded from attention and from the global mean by a key mask.
+
+Cost per encoded token and block is about ``24·D² + 4·L·D`` FLOPs forward (``flops_per_sample`` in
+bench/ spells it out), so the encoder's cost falls with the mask ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coreecg.leads import N_LEADS
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    patch: int = 25  # samples per patch (0.25 s at 100 Hz)
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    max_time_patches: int = 512  # longest crop the time embedding covers, in patches
+    drop_path: float = 0.0  # stochastic depth (fine-tuning uses it; pretraining leaves it 0)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    dim: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+# Widths and depths of the named sizes (DESIGN §1.2); "cpu" is sized for a 2-core machine.
+ENCODER_PRESETS: dict[str, dict] = {
+    "cpu": {"dim": 128, "depth": 4, "heads": 4},
+    "tiny": {"dim": 192, "depth": 6, "heads": 3},
+    "small": {"dim": 384, "depth": 12, "heads": 6},
+    "base": {"dim": 768, "depth": 12, "heads": 12},
+}
+DECODER_PRESETS: dict[str, dict] = {
+    "cpu": {"dim": 96, "depth": 2, "heads": 4},
+    "tiny": {"dim": 128, "depth": 2, "heads": 4},
+    "small": {"dim": 256, "depth": 4, "heads": 8},
+    "base": {"dim": 384, "depth": 4, "heads": 12},
+}
+
+
+TIME_EMBED_SCALE = 0.1
+
+
+def sincos_embedding(positions: int, dim: int) -> torch.Tensor:
+    """Fixed sinusoidal embedding, positions × dim (shared by all leads)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64) / half)
+    angle = torch.arange(positions, dtype=torch.float64)[:, None] * freq[None, :]
+    table = torch.zeros(positions, dim, dtype=torch.float64)
+    table[:, :half] = torch.sin(angle)
+    table[:, half : 2 * half] = torch.cos(angle)
+    return table.float()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample while training."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) >= self.rate
+        return x * keep.to(x.dtype) / (1.0 - self.rate)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float = 0.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), key_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """B × 12 × T → B × (12·N) × patch, grid order ``lead * N + t``."""
+    b, leads, t = x.shape
+    if t % patch:
+        raise ValueError(f"crop of {t} samples is not a whole number of {patch}-sample patches")
+    return x.reshape(b, leads * (t // patch), patch)
+
+
+@dataclass
+class Encoded:
+    """Encoder output: visible tokens (B × L × D), which are real (B × L), their grid positions, and g."""
+
+    tokens: torch.Tensor
+    valid: torch.Tensor
+    index: torch.Tensor
+    counts: torch.Tensor
+    g: torch.Tensor
+    key_mask: torch.Tensor | None
+
+
+class ECGEncoder(nn.Module):
+    """Lead-aware ViT: token = Linear(patch) + lead embedding + sinusoidal time embedding."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.patch_embed = nn.Linear(config.patch, d)
+        self.lead_embed = nn.Parameter(torch.zeros(N_LEADS, d))
+        # Scaled down so that at initialization the pooled g is not dominated by the (sample-independent)
+        # average of the time embedding: at full scale, g starts identical for every ECG and InfoNCE
+        # sits at log(B) with no gradient to leave it (measured; see docs/method.md).
+        self.register_buffer(
+            "time_embed", TIME_EMBED_SCALE * sincos_embedding(config.max_time_patches, d), persistent=False
+        )
+        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, rate) for rate in rates)
+        self.norm = nn.LayerNorm(d)
+        self.global_norm = nn.LayerNorm(d)
+        self.apply(_init_weights)
+        nn.init.xavier_uniform_(self.patch_embed.weight)  # content on the scale of the embeddings (as MAE)
+        nn.init.normal_(self.lead_embed, std=0.02)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor) -> Encoded:
+        """Encode the visible patches of ``x`` (B × 12 × T); ``visible`` is B × 12 × N."""
+        b = x.shape[0]
+        patches = patchify(x, self.config.patch)
+        n_time = patches.shape[1] // N_LEADS
+        if n_time > self.config.max_time_patches:
+            raise ValueError(f"crop has {n_time} patches per lead; this encoder covers {self.config.max_time_patches}")
+        flat = visible.reshape(b, -1)
+        counts = flat.sum(1)
+        longest, shortest = torch.stack([counts.max(), counts.min()]).tolist()  # one host sync
+        if shortest == 0:
+            raise ValueError("a sample has no visible token (no present lead, or everything masked)")
+        # Visible positions first, in grid order; rows shorter than the longest end in masked positions.
+        index = torch.argsort((~flat).to(torch.int8), dim=1, stable=True)[:, :longest]
+        valid = torch.arange(longest, device=x.device)[None, :] < counts[:, None]
+        picked = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
+        tokens = self.patch_embed(picked) + self.lead_embed[index // n_time] + self.time_embed[index % n_time]
+        key_mask = None if shortest == longest else valid
+        for block in self.blocks:
+            tokens = block(tokens, key_mask)
+        tokens = self.norm(tokens)
+        weights = valid.to(tokens.dtype)[..., None]
+        g = self.global_norm((tokens * weights).sum(1) / counts[:, None].to(tokens.dtype))
+        return Encoded(tokens, valid, index, counts, g, key_mask)
+
+    def embed(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        """Global representation of whole crops (every present patch visible): B × D."""
+        n_time = x.shape[-1] // self.config.patch
+        visible = lead_mask[:, :, None].expand(-1, -1, n_time)
+        return self(x, visible).g
+
+
+class ReconstructionDecoder(nn.Module):
+    """Fills the grid with the visible tokens and a mask token elsewhere, plus one conditioning token.
+
+    The conditioning token carries the *other* view's global representation (DESIGN §1.5), so the
+    instance-level semantics the contrastive loss aligns guide the recovery of this view's patches.
+    """
+
+    def __init__(self, encoder_dim: int, patch: int, config: DecoderConfig, max_time_patches: int, conditioned: bool):
+        super().__init__()
+        d = config.dim
+        self.embed = nn.Linear(encoder_dim, d)
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        # Built only when used, so DDP never sees parameters without gradient.
+        self.cond_proj = nn.Linear(encoder_dim, d) if conditioned else None
+        self.cond_token = nn.Parameter(torch.zeros(d)) if conditioned else None
+        self.lead_embed = nn.Parameter(torch.zeros(N_LEADS, d))
+        self.register_buffer("time_embed", sincos_embedding(max_time_patches, d), persistent=False)
+        self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, patch)
+        self.apply(_init_weights)
+        for p in (self.mask_token, self.cond_token, self.lead_embed):
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, encoded: Encoded, present: torch.Tensor, n_time: int, cond: torch.Tensor | None) -> torch.Tensor:
+        """Predicted patches for the whole grid, B × (12·N) × patch."""
+        y = self.embed(encoded.tokens)
+        b, _, d = y.shape
+        grid = self.mask_token.to(y.dtype).expand(b, N_LEADS * n_time, d).clone()
+        # Padded slots of ``index`` point at masked positions, so writing the mask token there is a no-op.
+        y = torch.where(encoded.valid[..., None], y, self.mask_token.to(y.dtype))
+        grid.scatter_(1, encoded.index[..., None].expand(-1, -1, d), y)
+        position = self.lead_embed[:, None, :] + self.time_embed[None, :n_time, :]
+        grid = grid + position.reshape(N_LEADS * n_time, d)
+        key_mask = present[:, :, None].expand(-1, -1, n_time).reshape(b, -1)
+        if cond is not None:
+            if self.cond_proj is None:
+                raise ValueError("this decoder was built without a conditioning token")
+            token = (self.cond_proj(cond) + self.cond_token)[:, None, :]
+            grid = torch.cat([token.to(grid.dtype), grid], dim=1)
+            key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=grid.device), key_mask], dim=1)
+        if bool(key_mask.all()):
+            key_mask = None
+        for block in self.blocks:
+            grid = block(grid, key_mask)
+        pred = self.head(self.norm(grid))
+        return pred[:, 1:] if cond is not None else pred
+
+
+class ProjectionHead(nn.Module):
+    """MLP from g to the contrastive space (normalized by the loss)."""
+
+    def __init__(self, dim: int, hidden: int, out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+        self.apply(_init_weights)
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        return self.net(g)

@@ -1,0 +1,108 @@
+"""The CoRe-ECG objective: two views per record, contrastive on g, reconstruction conditioned on the other view.
+
+``make_views`` turns a batch of segments into two independently cropped, augmented and masked
+views (all on the training device). ``CoReECG`` scores them: ``L = L_rec + λ·L_con`` (DESIGN §1.5).
+Keeping the two apart means the loss is a deterministic function of the views, which is what the
+DDP-equivalence test feeds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from coreecg.augment import frequency_dynamic_augmentation, random_crop, time_domain_augmentation
+from coreecg.leads import N_LEADS
+from coreecg.losses import info_nce, masked_mse, normalize_patches
+from coreecg.masking import make_mask
+from coreecg.model import ECGEncoder, ProjectionHead, ReconstructionDecoder, patchify
+from coreecg.pretrain.config import PretrainConfig
+
+
+@dataclass
+class View:
+    signal: torch.Tensor  # B × 12 × T, augmented: what the encoder sees
+    target: torch.Tensor  # B × 12 × T, the same crop before augmentation: what is reconstructed
+    visible: torch.Tensor  # B × 12 × N
+
+
+def make_views(signal: torch.Tensor, lead_mask: torch.Tensor, config: PretrainConfig, fs: float) -> list[View]:
+    """Two views of each segment: independent random crop, FDA (or time-domain augmentation), mask."""
+    crop = round(config.data.crop_seconds * fs)
+    patch = config.model.patch
+    crop -= crop % patch
+    aug, mask = config.augment, config.mask
+    views = []
+    for _ in range(2):
+        target = random_crop(signal, crop)
+        if aug.fda:
+            augmented = frequency_dynamic_augmentation(target, lead_mask, aug.fda_strength, aug.fda_drop)
+        else:
+            augmented = time_domain_augmentation(
+                target, lead_mask, fs, scale=aug.time_scale, noise=aug.time_noise, wander=aug.time_wander
+            )
+        visible = make_mask(
+            mask.mode,
+            lead_mask,
+            crop // patch,
+            ratio=mask.ratio,
+            time_ratio=mask.time_ratio,
+            lead_probability=mask.lead_probability,
+        )
+        views.append(View(augmented, target, visible))
+    return views
+
+
+class CoReECG(nn.Module):
+    """Encoder + (decoder) + (projection head), and the joint loss over two views."""
+
+    def __init__(self, config: PretrainConfig):
+        super().__init__()
+        self.config = config
+        encoder_config = config.model.encoder()
+        self.encoder = ECGEncoder(encoder_config)
+        objective = config.objective
+        self.projector = (
+            ProjectionHead(encoder_config.dim, config.model.projection_hidden, config.model.projection_dim)
+            if objective.contrastive
+            else None
+        )
+        if not objective.contrastive:  # g is then never trained; frozen so DDP sees no unused parameter
+            self.encoder.global_norm.requires_grad_(False)
+        self.decoder = (
+            ReconstructionDecoder(
+                encoder_config.dim,
+                encoder_config.patch,
+                config.model.decoder(),
+                encoder_config.max_time_patches,
+                conditioned=objective.align,
+            )
+            if objective.reconstruct
+            else None
+        )
+
+    def forward(self, views: list[View], lead_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses (``loss`` is what is optimized) and the views' global representations ``g``."""
+        objective = self.config.objective
+        encoded = [self.encoder(view.signal, view.visible) for view in views]
+        out: dict[str, torch.Tensor] = {"g": torch.stack([e.g for e in encoded]).detach()}
+        loss = torch.zeros((), device=lead_mask.device)
+        if self.projector is not None:
+            z = [self.projector(e.g) for e in encoded]
+            out["con"] = info_nce(z[0], z[1], objective.temperature)
+            loss = loss + objective.lambda_con * out["con"]
+        if self.decoder is not None:
+            rec = []
+            for i, (view, enc) in enumerate(zip(views, encoded, strict=True)):
+                cond = encoded[1 - i].g if objective.align else None
+                n_time = view.visible.shape[-1]
+                prediction = self.decoder(enc, lead_mask, n_time, cond)
+                target = normalize_patches(patchify(view.target, self.config.model.patch), objective.target_eps)
+                masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), N_LEADS * n_time)
+                rec.append(masked_mse(prediction, target, masked))
+            out["rec"] = (rec[0] + rec[1]) / 2
+            loss = loss + out["rec"]
+        out["loss"] = loss
+        return out

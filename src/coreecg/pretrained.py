@@ -1,0 +1,158 @@
+"""A trained encoder on disk (``model.safetensors`` + ``config.json``) and in use, without the training code.
+
+``load_encoder(path)`` returns a ``PretrainedEncoder``: an ``nn.Module`` whose ``forward`` takes
+prepared, normalized crops, and whose ``embed`` takes raw signals in millivolts with their rate
+and lead names and applies the very preprocessing of the store it was trained on (resampling,
+band-pass, lead mapping, load-time normalization), so users never re-implement it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from coreecg import __version__
+from coreecg.files import write_atomically, write_json
+from coreecg.leads import CANONICAL_LEADS
+from coreecg.model import ECGEncoder, EncoderConfig
+from coreecg.preprocess import PrepConfig, prepare_record
+from coreecg.record import RawRecord
+
+ENCODER_FORMAT = "coreecg-encoder"
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+_EPS = 1e-6  # as in StoreDataset's load-time normalization
+
+
+class PretrainedEncoder(nn.Module):
+    """An encoder plus what it needs to embed raw ECGs: preprocessing settings and crop length."""
+
+    def __init__(self, encoder: ECGEncoder, preprocessing: PrepConfig, crop_seconds: float, info: dict | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.preprocessing = preprocessing
+        self.crop_seconds = crop_seconds
+        self.info = dict(info or {})
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def crop_samples(self) -> int:
+        samples = round(self.crop_seconds * self.preprocessing.fs)
+        return samples - samples % self.encoder.config.patch
+
+    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D."""
+        return self.encoder.embed(x, lead_mask)
+
+    def windows(self, signal: np.ndarray, count: int | None = None) -> np.ndarray:
+        """Evenly spaced crops of a prepared 12 × T signal (zero-padded if shorter): W × 12 × crop."""
+        crop, length = self.crop_samples, signal.shape[1]
+        if length < crop:
+            signal = np.pad(signal, ((0, 0), (0, crop - length)))
+            length = crop
+        count = count or math.ceil(length / crop)
+        starts = np.round(np.linspace(0, length - crop, count)).astype(int) if count > 1 else [(length - crop) // 2]
+        return np.stack([signal[:, s : s + crop] for s in starts])
+
+    @torch.no_grad()
+    def embed(
+        self,
+        signal: np.ndarray | Sequence[np.ndarray],
+        fs: float,
+        leads: Sequence[str],
+        windows: int | None = None,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Embeddings of raw records (leads × time in mV, or a list/array of them): D, or N × D.
+
+        Each record is preprocessed as the training store was, cut into evenly spaced windows of
+        the training crop length (enough to cover it, or ``windows``), and its windows' g averaged.
+        """
+        single = isinstance(signal, np.ndarray) and signal.ndim == 2
+        records = [signal] if single else list(signal)
+        crops, masks, owner = [], [], []
+        for i, raw in enumerate(records):
+            raw = np.asarray(raw, dtype=np.float64)
+            prepared = prepare_record(
+                RawRecord(record_id=str(i), path=f"<signal {i}>", signal=raw, fs=fs, lead_names=list(leads),
+                          source="embed"),
+                self.preprocessing,
+            )  # fmt: skip
+            x = prepared.signal.astype(np.float32) - prepared.lead_mean[:, None]
+            x *= prepared.lead_mask[:, None] / (prepared.record_std + _EPS)
+            cut = self.windows(x, windows)
+            crops.append(cut)
+            masks.append(np.repeat(prepared.lead_mask[None], len(cut), axis=0))
+            owner.extend([i] * len(cut))
+        x_all, mask_all = np.concatenate(crops), np.concatenate(masks)
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        parts = []
+        for start in range(0, len(x_all), batch_size):
+            x = torch.from_numpy(x_all[start : start + batch_size]).to(device)
+            m = torch.from_numpy(mask_all[start : start + batch_size]).to(device)
+            parts.append(self(x, m).float().cpu())
+        self.train(was_training)
+        g = torch.cat(parts).numpy()
+        owner_array = np.asarray(owner)
+        out = np.stack([g[owner_array == i].mean(0) for i in range(len(records))])
+        return out[0] if single else out
+
+    def save(self, folder: str) -> None:
+        save_encoder(self.encoder, folder, self.preprocessing, self.crop_seconds, self.info)
+
+
+def save_encoder(
+    encoder: ECGEncoder, folder: str, preprocessing: PrepConfig, crop_seconds: float, info: dict | None = None
+) -> None:
+    """Write weights and config atomically (config last, so a readable config means complete weights)."""
+    state = {key: value.detach().cpu().contiguous() for key, value in encoder.state_dict().items()}
+    write_atomically(os.path.join(folder, WEIGHTS), lambda temp: save_file(state, temp))
+    write_json(
+        os.path.join(folder, CONFIG),
+        {
+            "format": ENCODER_FORMAT,
+            "coreecg_version": __version__,
+            "encoder": encoder.config.to_dict(),
+            "preprocessing": preprocessing.to_dict(),
+            "crop_seconds": crop_seconds,
+            "leads": list(CANONICAL_LEADS),
+            "info": info or {},
+        },
+    )
+
+
+def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
+    """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
+    folder = path
+    if not os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isfile(os.path.join(path, "encoder", CONFIG)):
+        folder = os.path.join(path, "encoder")
+    config_path = os.path.join(folder, CONFIG)
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: no encoder here (expected {CONFIG} and {WEIGHTS})") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+    if config.get("format") != ENCODER_FORMAT:
+        raise ValueError(f"{config_path}: not a coreecg encoder config (format {config.get('format')!r})")
+    encoder = ECGEncoder(EncoderConfig(**config["encoder"]))
+    weights_path = os.path.join(folder, WEIGHTS)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"{weights_path}: weights missing")
+    encoder.load_state_dict(load_file(weights_path))
+    model = PretrainedEncoder(
+        encoder, PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"], config.get("info")
+    )
+    return model.to(device).eval()

@@ -1,0 +1,217 @@
+"""Pretraining end to end on the real sample store: resume exactness, learning, DDP, torchrun, the saved encoder."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+
+import coreecg
+from coreecg.config import deep_merge
+from coreecg.dataset import StoreDataset
+from coreecg.distributed import all_reduce_mean, shutdown
+from coreecg.pretrain.config import resolve
+from coreecg.pretrain.loop import learning_rate, pretrain
+from coreecg.pretrain.objective import CoReECG, View
+from coreecg.readers.base import read_wfdb_record
+from coreecg.store import Store
+from tests.conftest import PTBXL, quiet
+
+SMALL_MODEL = {"preset": "cpu", "dim": 32, "depth": 2, "heads": 2, "decoder_dim": 32, "decoder_depth": 1,
+               "decoder_heads": 2, "projection_hidden": 64, "projection_dim": 32}  # fmt: skip
+
+
+def small_config(store, **sections) -> dict:
+    base = {
+        "model": SMALL_MODEL,
+        "data": {"store": str(store), "crop_seconds": 2.5, "splits": ["train"]},
+        "train": {"steps": 6, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "log_every": 1,
+                  "checkpoint_every": 100, "progress": False, "threads": 2},
+    }  # fmt: skip
+    return deep_merge(base, sections)
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(ptbxl_store, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "full"
+    config = small_config(ptbxl_store, probe={"label_set": "superdiagnostic", "eval_every": 3, "max_records": 20})
+    pretrain(config, str(run), log=quiet)
+    return run
+
+
+def test_interrupted_run_resumes_exactly(finished_run, ptbxl_store, tmp_path):
+    config = small_config(ptbxl_store, probe={"label_set": "superdiagnostic", "eval_every": 3, "max_records": 20})
+    run = tmp_path / "interrupted"
+    first = pretrain(config, str(run), stop_at=3, log=quiet)
+    assert (first.steps, first.finished) == (3, False)
+    assert not (run / "summary.json").exists()
+    second = pretrain(config, str(run), log=quiet)
+    assert (second.steps, second.finished) == (6, True)
+    expected = load_file(str(finished_run / "encoder" / "model.safetensors"))
+    got = load_file(str(run / "encoder" / "model.safetensors"))
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    by_step = {m["step"]: m for m in _metrics(finished_run)}
+    for m in _metrics(run):  # the same losses, learning rates and probe scores at every step
+        for key in ("loss", "rec", "con", "lr", "probe_auroc"):
+            if key in m:
+                assert m[key] == pytest.approx(by_step[m["step"]][key], rel=1e-6), (m["step"], key)
+
+
+def test_resume_refuses_a_changed_config(finished_run, ptbxl_store):
+    config = small_config(ptbxl_store, probe={"label_set": "superdiagnostic", "eval_every": 3, "max_records": 20},
+                          objective={"temperature": 0.5})  # fmt: skip
+    with pytest.raises(ValueError, match=r"different config \(objective.temperature: 0.2 -> 0.5\)"):
+        pretrain(config, str(finished_run), log=quiet)
+
+
+def test_run_folder_contents(finished_run):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["world_size"] == 1
+    metrics = _metrics(finished_run)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert 0.0 <= metrics[-1]["probe_auroc"] <= 1.0 and "probe_auroc" in metrics[2]
+    assert any(p.name.startswith("events.out.tfevents") for p in (finished_run / "tensorboard").iterdir())
+    assert (finished_run / "config.yaml").read_text().startswith("model:")
+
+
+def test_learning_rate_schedule(ptbxl_store):
+    config = resolve(small_config(ptbxl_store, train={"steps": 100, "warmup_steps": 10, "lr": 1e-3, "min_lr": 1e-5}))
+    rates = [learning_rate(s, config) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    assert rates[-1] == pytest.approx(1e-5, abs=1e-6)
+
+
+def test_short_pretraining_on_real_data_lowers_both_losses(ptbxl_store, tmp_path):
+    config = small_config(ptbxl_store, train={"steps": 60, "batch_size": 32, "warmup_steps": 5, "lr": 2e-3})
+    pretrain(config, str(tmp_path / "learn"), log=quiet)
+    metrics = _metrics(tmp_path / "learn")
+    for key in ("rec", "con"):
+        start = np.mean([m[key] for m in metrics[:5]])
+        end = np.mean([m[key] for m in metrics[-5:]])
+        assert end < start * 0.98, (key, start, end)
+
+
+def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
+    encoder = coreecg.load_encoder(str(finished_run))
+    store = Store(str(ptbxl_store))
+    row = 0
+    record_id = store.records.record_id[row]
+    raw, _ = read_wfdb_record(str(PTBXL / store.records.path[row]), record_id, "test")
+    embedded = encoder.embed(raw.signal, raw.fs, raw.lead_names)
+    # The same record through the store and the evaluation dataset: the same numbers.
+    dataset = StoreDataset(store, mode="eval", crop_seconds=2.5, windows=4)
+    item = dataset[int(np.flatnonzero(dataset.records == row)[0])]
+    with torch.no_grad():
+        expected = encoder(item["signal"], item["lead_mask"].expand(4, -1)).mean(0).numpy()
+    assert embedded.shape == (32,)
+    np.testing.assert_allclose(embedded, expected, atol=1e-4)
+    # The 500 Hz file of the same ECG is resampled and filtered into nearly the same embedding.
+    hr = PTBXL / str(store.records.path[row]).replace("records100", "records500").replace("_lr", "_hr")
+    if hr.with_suffix(".hea").exists():
+        raw_hr, _ = read_wfdb_record(str(hr.with_suffix(".hea")), record_id, "test")
+        at_500 = encoder.embed(raw_hr.signal, 500.0, raw_hr.lead_names)
+        cosine = at_500 @ embedded / np.linalg.norm(at_500) / np.linalg.norm(embedded)
+        assert cosine > 0.98
+    two_leads = encoder.embed([raw.signal[:2], raw.signal[:2]], raw.fs, raw.lead_names[:2])
+    assert two_leads.shape == (2, 32) and np.isfinite(two_leads).all()
+    assert not np.allclose(two_leads[0], embedded, atol=1e-3)
+
+
+def test_load_encoder_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no encoder here"):
+        coreecg.load_encoder(str(tmp_path))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fixed_views(config: dict, batch: int) -> tuple[list[View], torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    lead_mask = torch.ones(batch, 12, dtype=torch.bool)
+    lead_mask[::3, 6:] = False
+    views = []
+    for _ in range(2):
+        target = torch.randn(batch, 12, 250, generator=g) * lead_mask[..., None]
+        signal = target + 0.1 * torch.randn(batch, 12, 250, generator=g) * lead_mask[..., None]
+        visible = (torch.rand(batch, 12, 10, generator=g) < 0.4) & lead_mask[..., None]
+        visible[:, 0, 0] = True
+        views.append(View(signal, target, visible))
+    return views, lead_mask
+
+
+def _ddp_worker(rank: int, world: int, port: int, config: dict, batch: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = CoReECG(resolve(config))
+        views, lead_mask = _fixed_views(config, batch * world)
+        mine = slice(rank * batch, (rank + 1) * batch)
+        local = [View(v.signal[mine], v.target[mine], v.visible[mine]) for v in views]
+        ddp = DistributedDataParallel(model)  # kept referenced: its reducer must live through backward
+        result = ddp(local, lead_mask[mine])
+        result["loss"].backward()
+        losses = {k: float(all_reduce_mean(result[k])) for k in ("loss", "rec", "con") if k in result}
+        if rank == 0:
+            grads = {name: p.grad for name, p in model.named_parameters()}
+            torch.save({"losses": losses, "grads": grads}, out)
+    finally:
+        shutdown()
+
+
+@pytest.mark.parametrize("preset", ["core", "recon-only"])
+def test_ddp_two_processes_equal_one_process_with_twice_the_batch(ptbxl_store, tmp_path, preset):
+    config = small_config(ptbxl_store, objective={"preset": preset})
+    batch = 6
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config, batch, out), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = CoReECG(resolve(config))
+    views, lead_mask = _fixed_views(config, 2 * batch)
+    result = model(views, lead_mask)
+    result["loss"].backward()
+    ddp = torch.load(out)
+    for key in ddp["losses"]:
+        assert ddp["losses"][key] == pytest.approx(float(result[key].detach()), rel=1e-5), key
+    for name, p in model.named_parameters():
+        if p.grad is None:  # frozen (g without a contrastive loss)
+            assert ddp["grads"][name] is None
+            continue
+        diff = float((ddp["grads"][name] - p.grad).abs().max())
+        assert diff <= 1e-4 * float(p.grad.abs().max()) + 1e-7, (name, diff, float(p.grad.abs().max()))
+
+
+def test_torchrun_with_two_cpu_processes(ptbxl_store, tmp_path):
+    run = tmp_path / "torchrun"
+    overrides = ["model.preset=cpu", "model.dim=32", "model.depth=1", "model.heads=2", "model.decoder_dim=32",
+                 "model.decoder_depth=1", "model.decoder_heads=2", "data.crop_seconds=2.5", "train.steps=3",
+                 "train.batch_size=8", "train.warmup_steps=1", "train.progress=false", "train.threads=1"]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "coreecg", "pretrain", "--store", str(ptbxl_store), "--out", str(run),
+               *overrides]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert coreecg.load_encoder(str(run)).dim == 32
