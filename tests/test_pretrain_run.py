@@ -134,6 +134,15 @@ def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
     assert not np.allclose(two_leads[0], embedded, atol=1e-3)
 
 
+def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
+    """CinC records come from six collections at several rates and lengths; longer ones are several segments."""
+    store = Store(str(cinc_store))
+    assert store.n_segments > store.n_records
+    result = pretrain(small_config(cinc_store, data={"splits": None}, train={"steps": 2, "batch_size": 8}),
+                      str(tmp_path / "cinc"), log=quiet)  # fmt: skip
+    assert result.finished and np.isfinite(result.last["loss"])
+
+
 def test_load_encoder_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no encoder here"):
         coreecg.load_encoder(str(tmp_path))
