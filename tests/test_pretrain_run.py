@@ -88,6 +88,10 @@ def test_run_folder_contents(finished_run):
     assert 0.0 <= metrics[-1]["probe_auroc"] <= 1.0 and "probe_auroc" in metrics[2]
     assert any(p.name.startswith("events.out.tfevents") for p in (finished_run / "tensorboard").iterdir())
     assert (finished_run / "config.yaml").read_text().startswith("model:")
+    umask = os.umask(0)
+    os.umask(umask)
+    weights = finished_run / "encoder" / "model.safetensors"
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not mkstemp's private 0600
 
 
 def test_learning_rate_schedule(ptbxl_store):

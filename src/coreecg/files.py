@@ -14,8 +14,11 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(temp)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; the result gets ordinary permissions
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
