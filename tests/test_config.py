@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_unknown_key_names_the_closest_valid_one():
-    with pytest.raises(ConfigError, match=r"unknown key 'train.lerning_rate'.*valid keys|unknown key 'train.lr_max'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lr_max'; valid keys: steps, batch_size"):
         resolve({"data": {"store": "s"}, "train": {"lr_max": 1.0}})
     with pytest.raises(ConfigError, match=r"unknown key 'mask.time_ratoi'; did you mean 'time_ratio'\?"):
         resolve({"data": {"store": "s"}, "mask": {"time_ratoi": 0.4}})
@@ -90,4 +90,4 @@ def test_every_key_is_documented():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs/pretrain").glob("*.yaml")), ids=lambda p: p.name)
 def test_repository_configs_resolve(path):
     config = load_pretrain_config(str(path), ["data.store=somewhere"])
-    assert config.model.preset in path.name or path.name == "cpu.yaml"
+    assert path.stem == config.model.preset

@@ -15,6 +15,7 @@ DataLoader worker draws its own stream.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +26,25 @@ from coreecg.leads import N_LEADS, parse_lead_list
 from coreecg.store import Store, StoreError, check_same_preprocessing
 
 _EPS = 1e-6
+
+
+def window_starts(room: np.ndarray, windows: int) -> np.ndarray:
+    """Evenly spaced crop starts, items × windows, for items with ``room`` samples beyond one crop."""
+    steps = np.linspace(0.0, 1.0, windows) if windows > 1 else np.array([0.5])
+    return np.round(np.asarray(room)[:, None] * steps[None, :]).astype(np.int64)
+
+
+def windows_to_cover(length: float, crop: float) -> int:
+    """How many evenly spaced crops it takes to cover ``length`` (same units as ``crop``)."""
+    return max(1, math.ceil(length / crop - 1e-9))
+
+
+def normalize_crops(crops: np.ndarray, lead_mean: np.ndarray, record_std: np.ndarray, lead_mask: np.ndarray) -> None:
+    """In place, crops items × windows × 12 × T: each lead minus its record mean, over the record's std;
+    absent leads zero. The one definition of load-time normalization (DESIGN §1.1)."""
+    crops -= lead_mean[:, None, :, None]
+    crops *= (1.0 / (record_std + _EPS))[:, None, None, None]
+    crops *= lead_mask[:, None, :, None]
 
 
 class StoreDataset(Dataset):
@@ -95,8 +115,7 @@ class StoreDataset(Dataset):
         if self.mode == "train":
             draws = torch.rand(len(valid), dtype=torch.float64).numpy()
             return np.minimum((draws * (room + 1)).astype(np.int64), room)[:, None]
-        steps = np.linspace(0.0, 1.0, self.windows) if self.windows > 1 else np.array([0.5])
-        return np.round(room[:, None] * steps[None, :]).astype(np.int64)
+        return window_starts(room, self.windows)
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """A whole batch in one vectorized gather (the fast path)."""
@@ -116,11 +135,9 @@ class StoreDataset(Dataset):
         records = store.segment_record[segments]
         lead_mask = store.lead_mask[records] & self.lead_keep
         if self.normalize:
-            mean = store.lead_mean[records][:, None, :, None]
-            scale = 1.0 / (store.record_std[records] + _EPS)
-            out -= mean
-            out *= scale[:, None, None, None]
-        out *= lead_mask[:, None, :, None]
+            normalize_crops(out, store.lead_mean[records], store.record_std[records], lead_mask)
+        else:
+            out *= lead_mask[:, None, :, None]
         short = valid < self.crop
         if short.any():  # short records start at 0; keep their padding zero after normalization
             pad = np.arange(self.crop)[None, :] >= valid[:, None]

@@ -73,10 +73,6 @@ def _keys_hash(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def _write_json(path: str, value) -> None:
-    write_json(path, value, sort_keys=True)
-
-
 def _record_entry(raw: RawRecord, prepared, n_segments: int, duration: float) -> dict:
     return {
         "record_id": raw.record_id,
@@ -145,7 +141,7 @@ def convert_shard(source: Source, keys: list[str], shard_dir: str, config: PrepC
         "rejected": len(rejects),
         "segments": len(segments),
     }
-    _write_json(os.path.join(tmp, "done.json"), done)
+    write_json(os.path.join(tmp, "done.json"), done, sort_keys=True)
     try:
         os.rename(tmp, shard_dir)
     except OSError:  # another process finished the same shard first; its copy is identical
@@ -180,7 +176,7 @@ def _check_plan(out: str, plan: dict) -> None:
     path = os.path.join(out, "plan.json")
     if not os.path.isfile(path):
         os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-        _write_json(path, plan)
+        write_json(path, plan, sort_keys=True)
         return
     with open(path, encoding="utf-8") as handle:
         existing = json.load(handle)
@@ -375,7 +371,7 @@ def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> 
         "label_sets": label_sets,
         "shards": shard_info,
     }
-    _write_json(os.path.join(out, "manifest.json"), manifest)
+    write_json(os.path.join(out, "manifest.json"), manifest, sort_keys=True)
     return {"stored": len(records), "rejected": len(rejects), "segments": manifest["segments"]}
 
 

@@ -9,7 +9,6 @@ band-pass, lead mapping, load-time normalization), so users never re-implement i
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from coreecg import __version__
+from coreecg.dataset import normalize_crops, window_starts, windows_to_cover
 from coreecg.files import write_atomically, write_json
 from coreecg.leads import CANONICAL_LEADS
 from coreecg.model import ECGEncoder, EncoderConfig
@@ -27,7 +27,6 @@ from coreecg.record import RawRecord
 
 ENCODER_FORMAT = "coreecg-encoder"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-_EPS = 1e-6  # as in StoreDataset's load-time normalization
 
 
 class PretrainedEncoder(nn.Module):
@@ -54,13 +53,14 @@ class PretrainedEncoder(nn.Module):
         return self.encoder.embed(x, lead_mask)
 
     def windows(self, signal: np.ndarray, count: int | None = None) -> np.ndarray:
-        """Evenly spaced crops of a prepared 12 × T signal (zero-padded if shorter): W × 12 × crop."""
+        """Evenly spaced crops of a prepared 12 × T signal (zero-padded if shorter): W × 12 × crop.
+
+        Placed exactly as ``StoreDataset(mode="eval")`` places them, so both paths give the same g.
+        """
         crop, length = self.crop_samples, signal.shape[1]
         if length < crop:
             signal = np.pad(signal, ((0, 0), (0, crop - length)))
-            length = crop
-        count = count or math.ceil(length / crop)
-        starts = np.round(np.linspace(0, length - crop, count)).astype(int) if count > 1 else [(length - crop) // 2]
+        starts = window_starts(np.array([max(length - crop, 0)]), count or windows_to_cover(length, crop))[0]
         return np.stack([signal[:, s : s + crop] for s in starts])
 
     @torch.no_grad()
@@ -87,9 +87,9 @@ class PretrainedEncoder(nn.Module):
                           source="embed"),
                 self.preprocessing,
             )  # fmt: skip
-            x = prepared.signal.astype(np.float32) - prepared.lead_mean[:, None]
-            x *= prepared.lead_mask[:, None] / (prepared.record_std + _EPS)
-            cut = self.windows(x, windows)
+            x = prepared.signal.astype(np.float32)[None, None]
+            normalize_crops(x, prepared.lead_mean[None], np.array([prepared.record_std]), prepared.lead_mask[None])
+            cut = self.windows(x[0, 0], windows)
             crops.append(cut)
             masks.append(np.repeat(prepared.lead_mask[None], len(cut), axis=0))
             owner.extend([i] * len(cut))

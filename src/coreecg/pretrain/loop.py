@@ -32,12 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from coreecg.config import ConfigError, describe_differences, to_dict
-from coreecg.dataset import StoreDataset, concat_datasets
+from coreecg.dataset import StoreDataset, concat_datasets, windows_to_cover
 from coreecg.distributed import Context, all_reduce_mean, init_from_environment
 from coreecg.files import write_atomically, write_json, write_text
 from coreecg.pretrain.config import PretrainConfig, resolve
 from coreecg.pretrain.objective import CoReECG, make_views
-from coreecg.pretrain.online_probe import OnlineProbe, evaluation_windows, validation_subset
+from coreecg.pretrain.online_probe import OnlineProbe, validation_subset
 from coreecg.pretrain.sampler import EpochBatches
 from coreecg.pretrained import save_encoder
 from coreecg.store import Store, StoreError
@@ -163,7 +163,7 @@ class Trainer:
         self.probe = OnlineProbe(self.model.encoder.dim, labels.classes, config.probe.lr).to(self.device)
         try:
             val = StoreDataset(store, mode="eval", crop_seconds=config.data.crop_seconds,
-                               windows=evaluation_windows(store.config.segment_seconds, config.data.crop_seconds),
+                               windows=windows_to_cover(store.config.segment_seconds, config.data.crop_seconds),
                                label_set=config.probe.label_set, splits=config.probe.splits)  # fmt: skip
         except StoreError as error:
             raise ConfigError(f"probe.splits {config.probe.splits}: {error}") from error

@@ -7,8 +7,6 @@ fits a regularized logistic regression on frozen, window-averaged embeddings).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -67,8 +65,3 @@ def validation_subset(dataset: StoreDataset, max_records: int, seed: int) -> Sto
     order = np.random.default_rng(seed).permutation(len(dataset))[:max_records]
     dataset.segments = dataset.segments[np.sort(order)]
     return dataset
-
-
-def evaluation_windows(segment_seconds: float, crop_seconds: float) -> int:
-    """Enough evenly spaced crops to cover a segment."""
-    return max(1, math.ceil(segment_seconds / crop_seconds - 1e-9))
