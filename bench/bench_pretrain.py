@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import matmul_peak, training_flops_per_sample
 from report import publish, table
 
+from coreecg.optim import parameter_groups
 from coreecg.pretrain.config import resolve
-from coreecg.pretrain.loop import parameter_groups
 from coreecg.pretrain.objective import CoReECG, make_views
 
 FS, SEGMENT = 100.0, 1000

@@ -8,11 +8,15 @@ import os
 import sys
 
 from coreecg import __version__
+from coreecg.cli_transfer import add_transfer_commands
 from coreecg.preprocess import PrepConfig
 from coreecg.readers import SOURCE_KINDS
 from coreecg.readers.base import Source
 from coreecg.record import SourceError
 from coreecg.store import Store, StoreError
+
+# Positional key=value lists of the commands that take them; such items may also follow the options.
+KEY_VALUE_LISTS = ("items", "settings", "overrides")
 
 KIND_HELP = {
     "ptbxl": "PTB-XL official layout (ptbxl_database.csv, scp_statements.csv, records100/500)",
@@ -184,19 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     _add_prepare(commands)
     _add_inspect(commands)
     _add_pretrain(commands)
+    runners = {"prepare": run_prepare, "inspect": run_inspect, "pretrain": run_pretrain}
+    runners |= add_transfer_commands(commands)
     args, extra = parser.parse_known_args(argv)
-    if args.command == "pretrain" and all("=" in item and not item.startswith("-") for item in extra):
-        args.items += extra  # key=value overrides may follow the options
+    settings = next((name for name in KEY_VALUE_LISTS if hasattr(args, name)), None)
+    if extra and settings and all("=" in item and not item.startswith("-") for item in extra):
+        setattr(args, settings, getattr(args, settings) + extra)  # key=value settings may follow the options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    run = {"prepare": run_prepare, "inspect": run_inspect, "pretrain": run_pretrain}[args.command]
+    run = runners[args.command]
     try:
         return run(args)
     except (SourceError, StoreError, ValueError, OSError) as error:
         print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = "finished shards are kept" if args.command == "prepare" else "the last checkpoint is kept"
+        kept = {"prepare": "finished shards are kept", "pretrain": "the last checkpoint is kept",
+                "benchmark": "finished cells are kept", "probe": "finished cells are kept",
+                "finetune": "finished cells are kept"}.get(args.command, "nothing was written")  # fmt: skip
         print(f"coreecg {args.command}: interrupted; {kept}, re-run to resume", file=sys.stderr)
         return 130
 

@@ -96,6 +96,11 @@ def _coerce(value: Any, annotation, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of {_type_name(item_type)}, got {value!r}")
         return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of names to {_type_name(value_type)}, got {value!r}")
+        return {_coerce(k, key_type, where): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a section (mapping), got {value!r}")

@@ -53,6 +53,7 @@ class StoreDataset(Dataset):
     ``mode="train"``: one random crop of ``crop_seconds`` per item (``signal``: 12 × crop).
     ``mode="eval"``: ``windows`` evenly spaced crops per item (``signal``: windows × 12 × crop).
     ``leads`` keeps only the listed leads (the others are zeroed and masked), for reduced-lead use.
+    ``records`` keeps only these record rows (e.g. a stratified label fraction).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class StoreDataset(Dataset):
         folds: Sequence[int] | None = None,
         splits: Sequence[str] | None = None,
         leads: str | Sequence[str] | None = None,
+        records: Sequence[int] | np.ndarray | None = None,
         normalize: bool = True,
     ):
         if mode not in ("train", "eval"):
@@ -84,6 +86,10 @@ class StoreDataset(Dataset):
             keep &= np.isin(self.store.fold, list(folds))
         if splits is not None:
             keep &= np.isin(self.store.split, list(splits))
+        if records is not None:
+            chosen = np.zeros_like(keep)
+            chosen[np.asarray(records, dtype=np.int64)] = True
+            keep &= chosen
         self.label_set = label_set
         self.classes: list[str] = []
         self._labels: np.ndarray | None = None

@@ -26,8 +26,14 @@ def lead_index(name: str) -> int | None:
     return _BY_FOLDED_NAME.get(name.strip().casefold())
 
 
+# Named subsets accepted wherever a lead list is (``--leads limb``).
+NAMED_LEAD_SETS = {"limb": "I,II,III,aVR,aVL,aVF", "precordial": "V1,V2,V3,V4,V5,V6"}
+
+
 def parse_lead_list(text: str | Sequence[str]) -> list[int]:
-    """Canonical indices of a user-given lead list (``"I,II,V1"`` or a sequence); raises on unknown names."""
+    """Canonical indices of a lead list (``"I,II,V1"``, ``"limb"`` or a sequence); raises on unknown names."""
+    if isinstance(text, str) and text.strip() in NAMED_LEAD_SETS:
+        text = NAMED_LEAD_SETS[text.strip()]
     names = [n for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     indices = []
     for name in names:

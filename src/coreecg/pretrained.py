@@ -132,26 +132,32 @@ def save_encoder(
     )
 
 
-def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
-    """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
+def read_model_config(path: str, subfolder: str, expected_format: str, what: str) -> tuple[str, dict]:
+    """The folder and parsed config.json of a saved model at ``path`` or ``path/subfolder``, checked."""
     folder = path
-    if not os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isfile(os.path.join(path, "encoder", CONFIG)):
-        folder = os.path.join(path, "encoder")
+    if not os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isfile(os.path.join(path, subfolder, CONFIG)):
+        folder = os.path.join(path, subfolder)
     config_path = os.path.join(folder, CONFIG)
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = json.load(handle)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{path}: no encoder here (expected {CONFIG} and {WEIGHTS})") from error
+        raise FileNotFoundError(f"{path}: no {what} here (expected {CONFIG} and {WEIGHTS})") from error
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_path}: not valid JSON ({error})") from error
-    if config.get("format") != ENCODER_FORMAT:
-        raise ValueError(f"{config_path}: not a coreecg encoder config (format {config.get('format')!r})")
+    if not isinstance(config, dict) or config.get("format") != expected_format:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ValueError(f"{config_path}: not a {what} (format {found!r}, expected {expected_format!r})")
+    if not os.path.isfile(os.path.join(folder, WEIGHTS)):
+        raise FileNotFoundError(f"{os.path.join(folder, WEIGHTS)}: weights missing")
+    return folder, config
+
+
+def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
+    """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
+    folder, config = read_model_config(path, "encoder", ENCODER_FORMAT, "coreecg encoder")
     encoder = ECGEncoder(EncoderConfig(**config["encoder"]))
-    weights_path = os.path.join(folder, WEIGHTS)
-    if not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"{weights_path}: weights missing")
-    encoder.load_state_dict(load_file(weights_path))
+    encoder.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
     model = PretrainedEncoder(
         encoder, PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"], config.get("info")
     )

@@ -35,6 +35,7 @@ from coreecg.config import ConfigError, describe_differences, to_dict
 from coreecg.dataset import StoreDataset, concat_datasets, windows_to_cover
 from coreecg.distributed import Context, all_reduce_mean, init_from_environment
 from coreecg.files import write_atomically, write_json, write_text
+from coreecg.optim import parameter_groups, warmup_cosine
 from coreecg.pretrain.config import PretrainConfig, resolve
 from coreecg.pretrain.objective import CoReECG, make_views
 from coreecg.pretrain.online_probe import OnlineProbe, validation_subset
@@ -45,7 +46,6 @@ from coreecg.store import Store, StoreError
 # Keys that may change when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = ("train.progress", "train.log_every", "train.checkpoint_every", "data.num_workers",
                      "train.threads", "probe.eval_every")  # fmt: skip
-NO_DECAY_NAMES = ("lead_embed", "mask_token", "cond_token")
 
 
 @dataclass
@@ -58,10 +58,7 @@ class RunResult:
 def learning_rate(step: int, config: PretrainConfig) -> float:
     """Linear warmup to ``train.lr``, then cosine decay to ``train.min_lr`` at ``train.steps``."""
     t = config.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, t.steps, t.warmup_steps, t.lr, t.min_lr)
 
 
 def resolve_device(name: str, context: Context) -> torch.device:
@@ -72,16 +69,6 @@ def resolve_device(name: str, context: Context) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
     return torch.device(name)
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only; biases, norms and embeddings are not decayed."""
-    decay, keep = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (keep if p.ndim < 2 or name.endswith(NO_DECAY_NAMES) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
 def _rng_state() -> dict:

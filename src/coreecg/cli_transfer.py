@@ -1,0 +1,227 @@
+"""The transfer commands: ``probe``, ``finetune``, ``predict``, ``embed`` and ``benchmark``.
+
+``probe`` and ``finetune`` are one-method benchmarks: they build a ``BenchmarkConfig`` in memory
+and run it, so they write the same resumable cells, ``results.json`` and Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from coreecg.config import apply_overrides, build, to_dict
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--encoder", help="a saved encoder: its folder or a pretraining run folder")
+    source.add_argument("--random-init", metavar="PRESET", help="an untrained encoder of this size (cpu, tiny, ...)")
+    parser.add_argument("--crop-seconds", type=float, default=5.0, help="crop length of a --random-init encoder")
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="the labelled store")
+    parser.add_argument("--task", required=True, help="label set of the store (see coreecg inspect)")
+    parser.add_argument("--train", default="train", help="train part: a split name or folds such as 1-8")
+    parser.add_argument("--val", default="val", help="validation part (all selection happens here)")
+    parser.add_argument("--test", help="test part, scored once per model after selection (default: none)")
+    parser.add_argument("--fraction", type=float, nargs="+", default=[1.0],
+                        help="label fraction(s) of the train part, drawn by iterative stratification")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds (label-fraction draws and, for fine-tuning, initialization)")  # fmt: skip
+    parser.add_argument("--leads", default="all", help="lead subset, e.g. I or I,II or limb (default: all 12)")
+    parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for 95 %% CIs")
+
+
+def _add_probe(commands) -> None:
+    parser = commands.add_parser(
+        "probe",
+        help="linear probe of a frozen encoder (C chosen on validation)",
+        description="Frozen encoder, window-averaged embeddings, standardized, one-vs-rest logistic "
+        "regression; C and F1 thresholds chosen on validation; test (if given) scored once.",
+    )
+    _add_encoder_source(parser)
+    _add_selection(parser)
+    parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 10 in half decades)")
+
+
+def _add_finetune(commands) -> None:
+    parser = commands.add_parser(
+        "finetune",
+        help="fine-tune an encoder with a linear head (early stopping on validation)",
+        description="Encoder + linear head with layer-wise lr decay and drop-path; the best state by "
+        "validation macro AUROC is kept. Settings as key=value (epochs=10 lr=5e-4 layer_decay=0.65 "
+        "drop_path=0.1 batch_size=64 patience=5 device=cuda; see docs/evaluation.md).",
+    )
+    _add_encoder_source(parser)
+    _add_selection(parser)
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="fine-tuning settings")
+
+
+def _one_method_config(args: argparse.Namespace, protocol: str):
+    from coreecg.evaluation.benchmark import BenchmarkConfig, MethodSpec
+    from coreecg.evaluation.finetune import FinetuneConfig
+
+    method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
+                        protocols=[protocol])  # fmt: skip
+    config = BenchmarkConfig(
+        store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
+        lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
+        bootstrap=args.bootstrap, methods={"random-init" if args.random_init else "encoder": method},
+    )  # fmt: skip
+    if protocol == "probe" and args.cs:
+        config.probe.cs = list(args.cs)
+    if protocol == "finetune":
+        config.finetune = build(FinetuneConfig, apply_overrides(to_dict(FinetuneConfig()), args.settings), "finetune")
+    return config
+
+
+def _print_results(results: dict) -> None:
+    for row, columns in results["aggregate"].items():
+        for column, stats in columns.items():
+            for part in ("val", "test"):
+                if part not in stats:
+                    continue
+                auroc = stats[part]["auroc"]
+                low, high = auroc["ci95"]
+                print(f"{row} | {column} | {part}: macro AUROC {auroc['mean']:.4f} ± {auroc['std']:.4f} "
+                      f"(95 % CI {low:.4f}–{high:.4f}), macro AUPRC {stats[part]['auprc']['mean']:.4f}, "
+                      f"macro F1 {stats[part]['f1']['mean']:.4f}")  # fmt: skip
+
+
+def run_probe_or_finetune(args: argparse.Namespace) -> int:
+    from coreecg.evaluation.benchmark import run_benchmark
+
+    results = run_benchmark(_one_method_config(args, args.command), args.out, log=_log)
+    _print_results(results)
+    if args.command == "finetune":
+        models = sorted(os.listdir(os.path.join(args.out, "models")))
+        for name in models:
+            print(f"classifier: {os.path.join(args.out, 'models', name, 'classifier')}")
+    print(f"tables: {os.path.join(args.out, 'results.md')}, {os.path.join(args.out, 'per_class.md')}")
+    return 0
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="per-record probabilities and labels of a fine-tuned classifier, as CSV",
+        description="Probabilities of every class and 0/1 labels at the thresholds tuned on validation, "
+        "one row per record, for a store (optionally one part of it) or a folder of WFDB records.",
+    )
+    parser.add_argument("classifier", help="a classifier folder (…/classifier) from coreecg finetune")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a prepared store")
+    where.add_argument("--wfdb", help="a folder of WFDB records (prepared on the fly with the model's settings)")
+    parser.add_argument("--part", help="only this part of the store: a split name or folds (default: all records)")
+    parser.add_argument("--out", required=True, help="CSV file to write")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from coreecg.evaluation.classifier import load_classifier, predict_folder, predict_store
+    from coreecg.evaluation.selection import parse_part, part_mask
+    from coreecg.files import write_text
+    from coreecg.store import Store
+
+    saved = load_classifier(args.classifier)
+    if args.store:
+        store = Store(args.store)
+        rows = None if args.part is None else np.flatnonzero(part_mask(store, parse_part(args.part)))
+        table = predict_store(saved, store, rows)
+    else:
+        if args.part:
+            raise ValueError("--part applies to --store only")
+        table, rejects = predict_folder(saved, args.wfdb, _log)
+        for _, row in rejects.iterrows():
+            _log(f"skipped {row.to_dict()}")
+    write_text(args.out, table.to_csv(index=False))
+    print(f"{len(table)} records → {args.out} ({len(saved.classes)} classes: {', '.join(saved.classes)})")
+    return 0
+
+
+def _add_embed(commands) -> None:
+    parser = commands.add_parser(
+        "embed",
+        help="embeddings of a store or a WFDB folder to .npy + records.csv",
+        description="One embedding per record (g averaged over evenly spaced windows): OUT/embeddings.npy "
+        "(records × D, float32) and OUT/records.csv (row order: record_id, source, fold, split).",
+    )
+    _add_encoder_source(parser)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a prepared store")
+    where.add_argument("--wfdb", help="a folder of WFDB records (prepared on the fly with the encoder's settings)")
+    parser.add_argument("--leads", default="all", help="lead subset (default: all 12)")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from coreecg.evaluation.classifier import prepare_folder
+    from coreecg.evaluation.features import random_encoder, record_embeddings
+    from coreecg.files import write_atomically, write_text
+    from coreecg.pretrained import load_encoder
+    from coreecg.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="coreecg-embed-") as work:
+        encoder = load_encoder(args.encoder) if args.encoder else None
+        if args.store:
+            store = Store(args.store)
+        else:
+            if encoder is None:
+                raise ValueError("--wfdb needs --encoder (a random-init encoder has no preprocessing of its own)")
+            store = prepare_folder(args.wfdb, encoder.preprocessing, work, _log)
+        if encoder is None:
+            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0)
+        rows = np.arange(store.n_records)
+        leads = None if args.leads == "all" else args.leads
+        x = record_embeddings(encoder, store, rows, leads)
+        write_atomically(os.path.join(args.out, "embeddings.npy"), lambda temp: np.save(temp, x))
+        records = store.records[["record_id", "source", "fold", "split"]]
+        write_text(os.path.join(args.out, "records.csv"), records.to_csv(index=False))
+    print(f"{x.shape[0]} records × {x.shape[1]} → {os.path.join(args.out, 'embeddings.npy')} (+ records.csv)")
+    return 0
+
+
+def _add_benchmark(commands) -> None:
+    parser = commands.add_parser(
+        "benchmark",
+        help="methods × tasks × label fractions × lead sets × seeds, resumable, with Markdown tables",
+        description="Run the grid of a benchmark config (see configs/benchmark/ and docs/evaluation.md). "
+        "Finished cells are kept and reused; pretraining runs named by methods are trained once.",
+    )
+    parser.add_argument("config", help="benchmark YAML")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. test=null seeds=[0]")
+    parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from coreecg.evaluation.benchmark import load_benchmark_config, run_benchmark
+
+    results = run_benchmark(load_benchmark_config(args.config, args.overrides), args.out, log=_log)
+    _print_results(results)
+    print(f"tables: {os.path.join(args.out, 'results.md')}, {os.path.join(args.out, 'per_class.md')}")
+    return 0
+
+
+def add_transfer_commands(commands) -> dict:
+    """Register the commands; returns name → runner."""
+    _add_probe(commands)
+    _add_finetune(commands)
+    _add_predict(commands)
+    _add_embed(commands)
+    _add_benchmark(commands)
+    return {
+        "probe": run_probe_or_finetune,
+        "finetune": run_probe_or_finetune,
+        "predict": run_predict,
+        "embed": run_embed,
+        "benchmark": run_benchmark_command,
+    }

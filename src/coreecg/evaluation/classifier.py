@@ -1,0 +1,155 @@
+"""A fine-tuned classifier (encoder + linear head) on disk and in use: save, load, per-record probabilities.
+
+Folder layout: ``model.safetensors`` (``encoder.*`` and ``head.*``) and ``config.json`` (encoder
+size, the store preprocessing it expects, crop length, task, classes, leads, and the per-class
+thresholds tuned on validation). ``predict_store`` and ``predict_folder`` give one row per record.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from coreecg import __version__
+from coreecg.evaluation.features import average_by_record, check_compatible, evaluation_dataset, window_outputs
+from coreecg.files import write_atomically, write_json
+from coreecg.model import ECGEncoder, EncoderConfig
+from coreecg.preprocess import PrepConfig
+from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, read_model_config
+from coreecg.store import Store
+
+CLASSIFIER_FORMAT = "coreecg-classifier"
+
+
+class Classifier(nn.Module):
+    """Logits of every class from g of a crop (B × 12 × T, lead mask B × 12 → B × classes)."""
+
+    def __init__(self, encoder: ECGEncoder, classes: Sequence[str]):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.dim, len(classes))
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.classes = list(classes)
+
+    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.embed(x, lead_mask))
+
+    def probabilities(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x, lead_mask).float())
+
+
+def classifier_from_encoder(pretrained: PretrainedEncoder, classes: Sequence[str], drop_path: float) -> Classifier:
+    """A classifier whose encoder starts from ``pretrained``'s weights, with stochastic depth ``drop_path``."""
+    config = EncoderConfig(**{**pretrained.encoder.config.to_dict(), "drop_path": drop_path})
+    encoder = ECGEncoder(config)
+    encoder.load_state_dict(pretrained.encoder.state_dict())
+    return Classifier(encoder, classes)
+
+
+class SavedClassifier:
+    """A loaded classifier with the settings it needs to be applied as it was validated."""
+
+    def __init__(self, model: Classifier, preprocessing: PrepConfig, crop_seconds: float, info: dict):
+        self.model = model.eval()
+        self.preprocessing = preprocessing
+        self.crop_seconds = crop_seconds
+        self.info = info
+        self.classes: list[str] = list(info["classes"])
+        self.thresholds = np.asarray(info["thresholds"], dtype=np.float64)
+        self.leads: str | None = info.get("leads")
+
+    @property
+    def crop_samples(self) -> int:
+        samples = round(self.crop_seconds * self.preprocessing.fs)
+        return samples - samples % self.model.encoder.config.patch
+
+
+def save_classifier(model: Classifier, folder: str, preprocessing: PrepConfig, crop_seconds: float, info: dict) -> None:
+    """Weights, then config (written last, so a readable config means complete weights)."""
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    write_atomically(os.path.join(folder, WEIGHTS), lambda temp: save_file(state, temp))
+    encoder_config = {**model.encoder.config.to_dict(), "drop_path": 0.0}
+    write_json(
+        os.path.join(folder, CONFIG),
+        {
+            "format": CLASSIFIER_FORMAT,
+            "coreecg_version": __version__,
+            "encoder": encoder_config,
+            "preprocessing": preprocessing.to_dict(),
+            "crop_seconds": crop_seconds,
+            **info,
+            "classes": model.classes,
+        },
+    )
+
+
+def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClassifier:
+    """The classifier in ``path`` (its folder, or a fine-tuning run folder holding ``classifier/``)."""
+    folder, config = read_model_config(path, "classifier", CLASSIFIER_FORMAT, "coreecg classifier")
+    model = Classifier(ECGEncoder(EncoderConfig(**config["encoder"])), config["classes"])
+    model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
+    return SavedClassifier(model.to(device), PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"],
+                           config)  # fmt: skip
+
+
+@torch.no_grad()
+def record_probabilities(
+    model: Classifier,
+    store: Store,
+    rows: Sequence[int] | np.ndarray,
+    crop_samples: int,
+    leads: str | None = None,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Per-record class probabilities (len(rows) × classes): window probabilities averaged over the record."""
+    rows = np.asarray(rows, dtype=np.int64)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    probabilities, owners = window_outputs(model.probabilities, evaluation_dataset(store, crop_samples, rows, leads),
+                                           device, batch_size, on_batch)  # fmt: skip
+    model.train(was_training)
+    return average_by_record(probabilities, owners, rows)
+
+
+def predict_store(saved: SavedClassifier, store: Store, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
+    """One row per record: id, each class's probability, and each class's 0/1 call at its tuned threshold."""
+    check_compatible(saved.preprocessing, store)
+    rows = np.arange(store.n_records) if rows is None else np.asarray(rows)
+    p = record_probabilities(saved.model, store, rows, saved.crop_samples, saved.leads)
+    records = store.records.iloc[rows]
+    table = pd.DataFrame({"record_id": records["record_id"].to_numpy(), "source": records["source"].to_numpy()})
+    for j, name in enumerate(saved.classes):
+        table[f"p_{name}"] = np.round(p[:, j], 6)
+    for j, name in enumerate(saved.classes):
+        table[f"label_{name}"] = (p[:, j] >= saved.thresholds[j]).astype(int)
+    return table
+
+
+def prepare_folder(folder: str, preprocessing: PrepConfig, work: str, log: Callable[[str], None]) -> Store:
+    """A store of a WFDB folder prepared with ``preprocessing`` inside ``work`` (rejects listed by prepare)."""
+    from coreecg.prepare import prepare_store
+    from coreecg.readers import SOURCE_KINDS
+
+    out = os.path.join(work, "store")
+    prepare_store(SOURCE_KINDS["wfdb"](folder), out, preprocessing, log=log)
+    return Store(out)
+
+
+def predict_folder(
+    saved: SavedClassifier, folder: str, log: Callable[[str], None]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions for every usable record of a WFDB folder, and the records that could not be read (with why)."""
+    with tempfile.TemporaryDirectory(prefix="coreecg-predict-") as work:
+        store = prepare_folder(folder, saved.preprocessing, work, log)
+        rejects = pd.read_csv(os.path.join(store.path, "rejects.csv"), dtype=str, keep_default_na=False)
+        return predict_store(saved, store), rejects

@@ -1,0 +1,122 @@
+"""Record embeddings from a store: g of evenly spaced windows, averaged over every window of a record.
+
+The probe, ``coreecg embed`` and the benchmark all call ``record_embeddings``; the random-init
+baseline is an untrained encoder wrapped exactly like a trained one, so both go through one path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from coreecg.dataset import StoreDataset, windows_to_cover
+from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig
+from coreecg.preprocess import PrepConfig
+from coreecg.pretrained import PretrainedEncoder
+from coreecg.store import Store
+
+# Preprocessing settings that change what the encoder sees; the others (segment length, quality
+# thresholds, storage dtype) may differ between the pretraining store and an evaluation store.
+SIGNAL_SETTINGS = ("fs", "band_low", "band_high", "filter_order")
+
+
+def check_compatible(preprocessing: PrepConfig, store: Store) -> None:
+    """Refuse a store whose signals differ from the ones a model was trained on."""
+    trained, here = preprocessing.to_dict(), store.config.to_dict()
+    differ = [f"{key} {trained[key]} (model) vs {here[key]} (store)" for key in SIGNAL_SETTINGS
+              if trained[key] != here[key]]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"{store.path}: prepared differently from the model's training data: {'; '.join(differ)}. "
+            "Prepare the store again with the model's settings (see its config.json)."
+        )
+
+
+def random_encoder(preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25) -> PretrainedEncoder:
+    """An untrained encoder of a named size (the random-init baseline), seeded, for this store's signals."""
+    if preset not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {preset!r} (known: {', '.join(ENCODER_PRESETS)})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = ECGEncoder(EncoderConfig(patch=patch, **ENCODER_PRESETS[preset]))
+    return PretrainedEncoder(encoder, store.config, crop_seconds, {"random_init": preset, "seed": seed}).eval()
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (the fast path there); plain fp32 elsewhere (bf16 is slower on CPUs without AMX)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluation_dataset(
+    store: Store, crop_samples: int, rows: Sequence[int] | np.ndarray, leads: str | None = None
+) -> StoreDataset:
+    """Every segment of ``rows`` in evaluation mode: windows of ``crop_samples`` covering each segment."""
+    segment = store.config.segment_samples
+    return StoreDataset(
+        store,
+        mode="eval",
+        crop_seconds=crop_samples / store.fs,
+        windows=windows_to_cover(segment, crop_samples),
+        records=rows,
+        leads=leads,
+    )
+
+
+def average_by_record(values: np.ndarray, owners: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (items × K) per record, in the order of ``rows``."""
+    position = {int(r): i for i, r in enumerate(rows)}
+    where = np.fromiter((position[int(o)] for o in owners), dtype=np.int64, count=len(owners))
+    total = np.zeros((len(rows), values.shape[1]), dtype=np.float64)
+    np.add.at(total, where, values)
+    counts = np.bincount(where, minlength=len(rows))[:, None]
+    if (counts == 0).any():
+        raise ValueError("a record has no segment in the store")
+    return (total / counts).astype(np.float32)
+
+
+@torch.no_grad()
+def window_outputs(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    dataset: StoreDataset,
+    device: torch.device,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``model(crops, lead_mask)`` for every window, averaged per item; plus each item's record row."""
+    outputs, owners = [], []
+    for batch in dataset.loader(batch_size, shuffle=False):
+        x = batch["signal"].to(device)  # B × W × 12 × T
+        b, w = x.shape[:2]
+        mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
+        with autocast_for(device):
+            out = model(x.flatten(0, 1), mask)
+        outputs.append(out.float().view(b, w, -1).mean(1).cpu().numpy())
+        owners.append(batch["record"].numpy())
+        if on_batch:
+            on_batch(b)
+    return np.concatenate(outputs), np.concatenate(owners)
+
+
+def record_embeddings(
+    encoder: PretrainedEncoder,
+    store: Store,
+    rows: Sequence[int] | np.ndarray,
+    leads: str | None = None,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
+    check_compatible(encoder.preprocessing, store)
+    rows = np.asarray(rows, dtype=np.int64)
+    dataset = evaluation_dataset(store, encoder.crop_samples, rows, leads)
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    g, owners = window_outputs(encoder, dataset, device, batch_size, on_batch)
+    encoder.train(was_training)
+    return average_by_record(g, owners, rows)
