@@ -106,6 +106,9 @@ class StoreDataset(Dataset):
         self.segments = np.flatnonzero(keep[self.store.segment_record]).astype(np.int64)
         if len(self.segments) == 0:
             raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
+        self.record_std = self.store.record_std
+        if not lead_keep.all():
+            self.record_std = self._std_over_kept_leads()
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -114,6 +117,28 @@ class StoreDataset(Dataset):
     def records(self) -> np.ndarray:
         """Record row of every item, so evaluation can average items of one record."""
         return self.store.segment_record[self.segments]
+
+    def _std_over_kept_leads(self) -> np.ndarray:
+        """Record std over the kept leads only, as a device recording just those leads would be normalized.
+
+        The store's ``record_std`` pools all present leads; with fewer leads that would leak the
+        amplitude of leads the model is not allowed to see. Computed from the selected records'
+        segments (valid samples only; a record's overlapping last segment counts twice).
+        """
+        store = self.store
+        total = np.zeros(store.n_records)
+        count = np.zeros(store.n_records)
+        for segment in self.segments:
+            record = store.segment_record[segment]
+            kept = store.lead_mask[record] & self.lead_keep
+            x = store.segment(int(segment))[kept, : store.segment_valid[segment]].astype(np.float64)
+            centred = x - store.lead_mean[record][kept, None]
+            total[record] += np.square(centred).sum()
+            count[record] += centred.size
+        std = self.store.record_std.astype(np.float64).copy()
+        measured = count > 0
+        std[measured] = np.sqrt(total[measured] / count[measured])
+        return std.astype(self.store.record_std.dtype)
 
     def _offsets(self, valid: np.ndarray) -> np.ndarray:
         """Crop starts, items × windows: random in train mode, evenly spaced in eval mode."""
@@ -141,7 +166,7 @@ class StoreDataset(Dataset):
         records = store.segment_record[segments]
         lead_mask = store.lead_mask[records] & self.lead_keep
         if self.normalize:
-            normalize_crops(out, store.lead_mean[records], store.record_std[records], lead_mask)
+            normalize_crops(out, store.lead_mean[records], self.record_std[records], lead_mask)
         else:
             out *= lead_mask[:, None, :, None]
         short = valid < self.crop

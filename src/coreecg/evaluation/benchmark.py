@@ -63,9 +63,9 @@ class BenchmarkConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])
     seeds: list[int] = field(default_factory=lambda: [0])
     lead_sets: dict[str, str] = field(default_factory=lambda: {ALL_LEADS: ALL_LEADS})
-    train: str | list[int] = "train"
-    val: str | list[int] = "val"
-    test: str | list[int] | None = None  # scored once per model after selection; null while developing
+    train: str | int | list[int] = "train"
+    val: str | int | list[int] = "val"
+    test: str | int | list[int] | None = None  # scored once per model after selection; null while developing
     bootstrap: int = 1000  # bootstrap replicates for the 95 % CIs
     methods: dict[str, MethodSpec] = field(default_factory=dict)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -181,9 +181,13 @@ class Benchmark:
 
         run_dir = self.pretrain_dir(method)
         if not os.path.isfile(os.path.join(run_dir, "summary.json")):
-            config = load_pretrain_config(method.pretrain, method.overrides)
-            if not config.data.store:
-                config.data.store = self.store.path
+            overrides = list(method.overrides)
+            named = read_yaml(method.pretrain).get("data", {}).get("store") or any(
+                o.startswith("data.store=") for o in overrides
+            )
+            if not named:  # pretrain on the benchmark's own store (its train split, labels unused)
+                overrides.append(f"data.store={json.dumps(self.store.path)}")
+            config = load_pretrain_config(method.pretrain, overrides)
             self.log(f"pretraining {method.pretrain} {' '.join(method.overrides)} into {run_dir}")
             result = pretrain(config, run_dir, log=self.log)
             if not result.finished:

@@ -1,0 +1,293 @@
+"""Transfer on the real sample store: selection, probe, fine-tune, predict, embed, benchmark, and that test labels
+can never influence what is chosen on validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PTBXL, quiet
+from safetensors.torch import load_file
+
+from coreecg.cli import main
+from coreecg.evaluation.benchmark import load_benchmark_config, run_benchmark
+from coreecg.evaluation.classifier import load_classifier, predict_folder, predict_store
+from coreecg.evaluation.features import random_encoder, record_embeddings
+from coreecg.evaluation.finetune import FinetuneConfig, finetune
+from coreecg.evaluation.probe import fit_probe, probe_selection
+from coreecg.evaluation.selection import Part, parse_part, select
+from coreecg.optim import layer_decay_groups
+from coreecg.prepare import prepare_store
+from coreecg.preprocess import PrepConfig
+from coreecg.readers import SOURCE_KINDS
+from coreecg.readers.base import read_wfdb_record
+from coreecg.store import Store, StoreError
+
+TASK = "superdiagnostic"
+PARTS = {"train": "1-7", "val": "9", "test": "8"}  # the sample has no fold 10; fold 8 plays the test part
+FAST_FINETUNE = FinetuneConfig(epochs=2, batch_size=32, min_steps_per_eval=3, patience=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def store(ptbxl_store) -> Store:
+    return Store(str(ptbxl_store))
+
+
+@pytest.fixture(scope="module")
+def encoder(store):
+    torch.set_num_threads(2)
+    return random_encoder("cpu", store, crop_seconds=2.5, seed=0)
+
+
+def _permuted_test(selection, seed: int = 1):
+    """The same selection with the test part's labels shuffled across records."""
+    order = np.random.default_rng(seed).permutation(len(selection.test.rows))
+    selection.test.labels = selection.test.labels[order]
+    return selection
+
+
+class Untouchable:
+    """Stands in for test labels: any use at all (indexing, arithmetic, conversion) fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"test labels were read ({name})")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("test labels were read (as an array)")
+
+    def __getitem__(self, key):
+        raise AssertionError("test labels were read (indexed)")
+
+    def __len__(self):
+        raise AssertionError("test labels were read (len)")
+
+
+def _hidden_test(selection):
+    selection.test.labels = Untouchable()
+    return selection
+
+
+def test_parts_parse_and_never_overlap(store):
+    assert parse_part("1-3,5") == Part(folds=(1, 2, 3, 5))
+    assert parse_part(9) == Part(folds=(9,)) and parse_part([2, 1]) == Part(folds=(1, 2))
+    assert parse_part("val") == Part(split="val")
+    with pytest.raises(ValueError, match="share"):
+        select(store, TASK, train="1-8", val="8-9")
+    with pytest.raises(StoreError, match="splits in this store: train, val"):
+        select(store, TASK, train="train", val="validation")
+    with pytest.raises(StoreError, match=r"no label set 'nope'.*superdiagnostic"):
+        select(store, "nope")
+    full = select(store, TASK, **PARTS)
+    tenth = select(store, TASK, **PARTS, fraction=0.1, seed=2)
+    assert set(tenth.train.rows) < set(full.train.rows)
+    assert np.isin(store.fold[full.test.rows], [8]).all() and np.isin(store.fold[full.val.rows], [9]).all()
+
+
+def test_probe_separates_a_planted_signal_and_picks_c_on_validation():
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 3)) < 0.3).astype(int)
+    x = rng.normal(size=(400, 16))
+    x[:, :3] += 3.0 * y  # class j is readable from feature j (Bayes AUROC about 0.98)
+    fit = fit_probe(x[:300], y[:300], x[300:], y[300:], ["a", "b", "c"], cs=(1e-4, 1e-2, 1.0))
+    assert fit.val_auroc_by_c[fit.probe.c] == max(fit.val_auroc_by_c.values())
+    from coreecg.metrics import macro_auroc
+
+    assert macro_auroc(y[300:], fit.probe.scores(x[300:])).value > 0.93
+
+
+def test_test_labels_cannot_change_probe_choices(store, encoder):
+    cache: dict[int, np.ndarray] = {}
+
+    def embed(rows):
+        missing = [r for r in rows.tolist() if r not in cache]
+        if missing:
+            cache.update(zip(missing, record_embeddings(encoder, store, np.array(missing)), strict=True))
+        return np.stack([cache[r] for r in rows.tolist()])
+
+    honest = probe_selection(embed, select(store, TASK, **PARTS))
+    shuffled = probe_selection(embed, _permuted_test(select(store, TASK, **PARTS)))
+    hidden = probe_selection(embed, _hidden_test(select(store, TASK, **PARTS)))  # never reads test labels
+    assert hidden.chosen == honest.chosen and np.array_equal(hidden.thresholds, honest.thresholds)
+    assert honest.chosen["c"] == shuffled.chosen["c"]
+    assert honest.chosen["val_auroc_by_c"] == shuffled.chosen["val_auroc_by_c"]
+    assert np.array_equal(honest.thresholds, shuffled.thresholds)
+    assert np.array_equal(honest.test_probabilities, shuffled.test_probabilities)  # same model on the same records
+
+
+def test_test_labels_cannot_change_the_fine_tuned_checkpoint(store, encoder, tmp_path):
+    # Fine-tuning runs to the end with test labels that fail on any use, so nothing it chose can depend on them.
+    a = finetune(encoder, store, _hidden_test(select(store, TASK, **PARTS)), str(tmp_path / "a"), FAST_FINETUNE,
+                 log=quiet)  # fmt: skip
+    b = finetune(encoder, store, _permuted_test(select(store, TASK, **PARTS)), str(tmp_path / "b"), FAST_FINETUNE,
+                 log=quiet)  # fmt: skip
+    # With real (permuted) labels the run chooses the same step, thresholds and weights (up to the last bits of
+    # multi-threaded CPU float sums, which differ between any two runs).
+    assert a.chosen["best_step"] == b.chosen["best_step"]
+    assert np.allclose(a.thresholds, b.thresholds, rtol=1e-5, atol=1e-6)
+    weights_a = load_file(str(tmp_path / "a" / "classifier" / "model.safetensors"))
+    weights_b = load_file(str(tmp_path / "b" / "classifier" / "model.safetensors"))
+    assert all(torch.allclose(weights_a[k], weights_b[k], rtol=1e-4, atol=1e-6) for k in weights_a)
+    assert b.test_probabilities is not None and b.test_probabilities.shape == (len(b.test_probabilities), 5)
+    # the kept checkpoint is the best validation one, and it is what predict applies
+    history = a.chosen["history"]
+    assert a.chosen["best_val_auroc"] == max(h["val_auroc"] for h in history)
+    saved = load_classifier(str(tmp_path / "a"))
+    table = predict_store(saved, store, select(store, TASK, **PARTS).val.rows)
+    assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), a.val_probabilities, atol=1e-5)
+    calls = table[[f"label_{c}" for c in saved.classes]].to_numpy()
+    assert np.array_equal(calls, (a.val_probabilities >= a.thresholds).astype(int))
+
+
+def test_layer_decay_scales_lower_layers_down(encoder):
+    from coreecg.evaluation.classifier import classifier_from_encoder
+
+    model = classifier_from_encoder(encoder, ["a", "b"], drop_path=0.1)
+    depth = model.encoder.config.depth
+    groups = layer_decay_groups(model, "encoder.", depth, 0.05, 0.5)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert scale_of[id(model.encoder.patch_embed.weight)] == 0.5 ** (depth + 1)
+    assert scale_of[id(model.encoder.blocks[0].mlp[0].weight)] == 0.5**depth
+    assert scale_of[id(model.head.weight)] == 1.0 and scale_of[id(model.encoder.norm.weight)] == 1.0
+    assert decay_of[id(model.head.bias)] == 0.0 and decay_of[id(model.head.weight)] == 0.05
+    assert len(scale_of) == sum(1 for _ in model.parameters())
+    assert model.encoder.blocks[-1].drop_path.rate == pytest.approx(0.1)
+
+
+def test_reduced_leads_see_only_those_leads_as_a_device_recording_them_would(store, encoder):
+    rows = select(store, TASK, **PARTS).val.rows[:6]
+    full = record_embeddings(encoder, store, rows)
+    lead_one = record_embeddings(encoder, store, rows, leads="I")
+    limb = record_embeddings(encoder, store, rows, leads="limb")
+    assert not np.allclose(full, lead_one) and not np.allclose(limb, lead_one)
+    # A recording of lead I alone, embedded from the raw file, must give the same vector: nothing of the other
+    # leads (not even their amplitude, through the normalization) may reach the reduced-lead model.
+    for i, row in enumerate(rows[:3]):
+        raw, _ = read_wfdb_record(str(PTBXL / store.records.path[row]), "r", "test")
+        only_i = raw.signal[raw.lead_names.index("I")][None]
+        assert np.allclose(encoder.embed(only_i, raw.fs, ["I"]), lead_one[i], atol=1e-4)
+
+
+def test_predict_on_a_wfdb_folder_equals_predict_on_its_store(store, encoder, tmp_path):
+    finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "ft"),
+             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    saved = load_classifier(str(tmp_path / "ft" / "classifier"))
+    folder = PTBXL / "records100" / "00000"
+    table, rejects = predict_folder(saved, str(folder), quiet)
+    assert len(rejects) == 0 and len(table) > 0
+    wfdb_store = tmp_path / "wfdb-store"
+    prepare_store(SOURCE_KINDS["wfdb"](str(folder)), str(wfdb_store), PrepConfig(), log=quiet)
+    direct = predict_store(saved, Store(str(wfdb_store)))
+    assert table.equals(direct)
+
+
+def _write_benchmark(tmp_path: Path, store_path: str, **changes) -> Path:
+    config = {
+        "store": store_path,
+        "tasks": [TASK],
+        "fractions": [0.5, 1.0],
+        "seeds": [0, 1],
+        "lead_sets": {"all": "all", "lead I": "I"},
+        "train": "1-7",
+        "val": 9,
+        "test": 8,
+        "bootstrap": 50,
+        "methods": {
+            "random-init": {"random_init": "cpu", "crop_seconds": 2.5},
+            "supervised": {"random_init": "cpu", "crop_seconds": 2.5, "protocols": ["finetune"],
+                           "fractions": [1.0], "lead_sets": ["all"]},
+        },
+        "probe": {"cs": [0.001, 0.1]},
+        "finetune": {"epochs": 1, "batch_size": 32, "min_steps_per_eval": 3},
+    }  # fmt: skip
+    config.update(changes)
+    path = tmp_path / "bench.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_benchmark_writes_the_table_and_resumes_without_recomputing(ptbxl_store, tmp_path):
+    path = _write_benchmark(tmp_path, str(ptbxl_store))
+    out = tmp_path / "out"
+    results = run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)
+    # 2 lead sets × 2 fractions × 2 seeds of probe, plus 1 × 1 × 2 of fine-tuning
+    assert len(results["cells"]) == 10
+    table = (out / "results.md").read_text()
+    assert "| random-init · probe |" in table and "| random-init · probe · lead I |" in table
+    assert "| supervised · finetune |" in table and f"{TASK} 50%" in table and f"{TASK} 100%" in table
+    assert "test (scored once per model" in table
+    assert "### superdiagnostic 100% (val)" in (out / "per_class.md").read_text()
+    cell = results["aggregate"]["random-init · probe"][f"{TASK} 100%"]["val"]["auroc"]
+    assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1] and len(cell["values"]) == 2
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    messages: list[str] = []
+    run_benchmark(load_benchmark_config(str(path), ["seeds=[0, 1, 2]"]), str(out), log=messages.append)
+    assert any("10 of 15 cells were already finished" in m for m in messages)
+    assert all((out / "cells" / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
+    with pytest.raises(ValueError, match=r"probe\.cs"):
+        run_benchmark(load_benchmark_config(str(path), ["probe.cs=[1.0]"]), str(out), log=quiet)
+
+
+def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tmp_path):
+    pretrain_yaml = tmp_path / "pretrain.yaml"
+    pretrain_yaml.write_text(
+        "model: {preset: cpu, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2,"
+        " projection_hidden: 32, projection_dim: 16}\n"
+        "data: {crop_seconds: 2.5}\n"
+        "train: {steps: 2, batch_size: 16, warmup_steps: 1, progress: false, threads: 2}\n"
+    )
+    methods = {
+        "core": {"pretrain": str(pretrain_yaml)},
+        "core-again": {"pretrain": str(pretrain_yaml), "protocols": ["probe"]},
+    }
+    path = _write_benchmark(tmp_path, str(ptbxl_store), methods=methods, fractions=[1.0], seeds=[0],
+                            lead_sets={"all": "all"}, test=None)  # fmt: skip
+    messages: list[str] = []
+    results = run_benchmark(load_benchmark_config(str(path)), str(tmp_path / "out"), log=messages.append)
+    assert sum(m.startswith("pretraining ") for m in messages) == 1
+    runs = list((tmp_path / "out" / "pretrain").iterdir())
+    assert len(runs) == 1 and (runs[0] / "encoder" / "model.safetensors").is_file()
+    assert "test" not in results["cells"][f"core__probe__all__{TASK}__f1__s0"]
+
+
+def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
+    with pytest.raises(ValueError, match="did you mean 'fractions'"):
+        load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store))), ["fraction=[0.1]"])
+    bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"random_init": "cpu", "encoder": "e"}})
+    with pytest.raises(ValueError, match="exactly one of encoder, pretrain, random_init"):
+        load_benchmark_config(str(bad))
+    with pytest.raises(ValueError, match=r"lead_sets\.bad: unknown lead name 'V7'"):
+        load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store), lead_sets={"bad": "V7"})))
+
+
+def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
+    encoder.save(str(tmp_path / "enc"))
+    code = main(["probe", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--task", TASK,
+                 "--train", "1-7", "--val", "9", "--fraction", "0.5", "--seeds", "0", "1",
+                 "--bootstrap", "20", "--out", str(tmp_path / "probe")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"encoder · probe | {TASK} 50% | val: macro AUROC" in printed
+    saved = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert set(saved["aggregate"]["encoder · probe"]) == {f"{TASK} 50%"}
+
+    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--out",
+                 str(tmp_path / "emb")]) == 0  # fmt: skip
+    x = np.load(tmp_path / "emb" / "embeddings.npy")
+    ids = (tmp_path / "emb" / "records.csv").read_text().splitlines()
+    assert x.shape == (Store(str(ptbxl_store)).n_records, encoder.dim) and len(ids) == x.shape[0] + 1
+    rows = np.arange(5)
+    assert np.allclose(x[:5], record_embeddings(encoder, Store(str(ptbxl_store)), rows), atol=1e-6)
+
+    assert main(["probe", "--random-init", "cpu", "--store", str(ptbxl_store), "--task", "nope",
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "no label set 'nope'" in capsys.readouterr().err
+    assert main(["embed", "--random-init", "cpu", "--wfdb", str(PTBXL), "--out", str(tmp_path / "e2")]) == 2
+    assert "--wfdb needs --encoder" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing"), "--store", str(ptbxl_store), "--out", "x.csv"]) == 2
+    assert "no coreecg classifier here" in capsys.readouterr().err
