@@ -91,3 +91,23 @@ def test_every_key_is_documented():
 def test_repository_configs_resolve(path):
     config = load_pretrain_config(str(path), ["data.store=somewhere"])
     assert path.stem == config.model.preset
+
+
+def test_evaluation_doc_lists_every_benchmark_key():
+    from coreecg.evaluation.benchmark import BenchmarkConfig, MethodSpec
+
+    text = (ROOT / "docs/evaluation.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_.*]+)` \|", text, re.M))
+    keys = set(_all_keys(BenchmarkConfig)) | {f"methods.*.{f.name}" for f in dataclasses.fields(MethodSpec)}
+    assert len(keys) > 30
+    assert keys - documented == set(), "keys missing from docs/evaluation.md"
+    assert documented - keys == set(), "docs/evaluation.md documents keys that do not exist"
+
+
+def test_repository_benchmark_configs_load():
+    from coreecg.evaluation.benchmark import grid, load_benchmark_config
+
+    for path in sorted((ROOT / "configs/benchmark").glob("*.yaml")):
+        config = load_benchmark_config(str(path), ["store=somewhere"])
+        assert config.test is None, f"{path.name}: the test part must stay unset in the repository"
+        assert grid(config)

@@ -42,6 +42,12 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for 95 %% CIs")
 
 
+def _add_input(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a prepared store")
+    where.add_argument("--wfdb", help="a folder of WFDB records (prepared on the fly with the model's settings)")
+
+
 def _add_probe(commands) -> None:
     parser = commands.add_parser(
         "probe",
@@ -119,9 +125,7 @@ def _add_predict(commands) -> None:
         "one row per record, for a store (optionally one part of it) or a folder of WFDB records.",
     )
     parser.add_argument("classifier", help="a classifier folder (…/classifier) from coreecg finetune")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--store", help="a prepared store")
-    where.add_argument("--wfdb", help="a folder of WFDB records (prepared on the fly with the model's settings)")
+    _add_input(parser)
     parser.add_argument("--part", help="only this part of the store: a split name or folds (default: all records)")
     parser.add_argument("--out", required=True, help="CSV file to write")
 
@@ -156,9 +160,7 @@ def _add_embed(commands) -> None:
         "(records × D, float32) and OUT/records.csv (row order: record_id, source, fold, split).",
     )
     _add_encoder_source(parser)
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--store", help="a prepared store")
-    where.add_argument("--wfdb", help="a folder of WFDB records (prepared on the fly with the encoder's settings)")
+    _add_input(parser)
     parser.add_argument("--leads", default="all", help="lead subset (default: all 12)")
     parser.add_argument("--out", required=True, help="output folder")
 

@@ -49,6 +49,7 @@ class MethodSpec:
     tasks: list[str] | None = None  # default: every task of the benchmark
     fractions: list[float] | None = None  # default: every fraction
     lead_sets: list[str] | None = None  # default: every lead set
+    seeds: list[int] | None = None  # default: every seed (e.g. fewer for costly fine-tuning)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         if unknown or not method.protocols:
             problems.append(f"methods.{name}.protocols: {method.protocols} (known: {', '.join(PROTOCOLS)})")
         for key, allowed in (("tasks", config.tasks), ("fractions", config.fractions),
-                             ("lead_sets", list(config.lead_sets))):  # fmt: skip
+                             ("lead_sets", list(config.lead_sets)), ("seeds", config.seeds)):  # fmt: skip
             chosen = getattr(method, key)
             if chosen is not None and not set(chosen) <= set(allowed):
                 problems.append(f"methods.{name}.{key}: {chosen} not all in the benchmark's {key} {allowed}")
@@ -139,7 +140,8 @@ def grid(config: BenchmarkConfig) -> list[Cell]:
             for lead_set in method.lead_sets or list(config.lead_sets):
                 for task in method.tasks or config.tasks:
                     for fraction in method.fractions or config.fractions:
-                        cells.extend(Cell(name, protocol, lead_set, task, fraction, s) for s in config.seeds)
+                        seeds = method.seeds or config.seeds
+                        cells.extend(Cell(name, protocol, lead_set, task, fraction, s) for s in seeds)
     return cells
 
 
@@ -151,6 +153,7 @@ class Benchmark:
         self.store = Store(os.path.expanduser(config.store))
         self.encoders: dict[str, PretrainedEncoder] = {}
         self.features: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+        self.probes: dict[tuple, Outcome] = {}
         os.makedirs(os.path.join(out, "cells"), exist_ok=True)
 
     def leads(self, lead_set: str) -> str | None:
@@ -217,7 +220,12 @@ class Benchmark:
     def run_cell(self, cell: Cell) -> dict:
         selection = self.selection(cell)
         if cell.protocol == "probe":
-            outcome = probe_selection(self.embed_function(cell), selection, tuple(self.config.probe.cs))
+            # A probe is deterministic given its training records: seeds that draw the same records (all of
+            # them at 100 %) share one fit instead of repeating it.
+            key = (cell.method, cell.lead_set, cell.task, hashlib.sha256(selection.train.rows.tobytes()).hexdigest())
+            if key not in self.probes:
+                self.probes[key] = probe_selection(self.embed_function(cell), selection, tuple(self.config.probe.cs))
+            outcome = self.probes[key]
         else:
             finetune_config = FinetuneConfig(**{**to_dict(self.config.finetune), "seed": cell.seed})
             outcome = finetune(self.encoder(cell.method, cell.seed), self.store, selection,
@@ -291,7 +299,7 @@ class Benchmark:
 
 
 GROWABLE = ("tasks", "fractions", "seeds", "methods", "lead_sets")  # may gain entries between runs
-METHOD_SCOPE = ("protocols", "tasks", "fractions", "lead_sets")  # which cells a method runs, not how
+METHOD_SCOPE = ("protocols", "tasks", "fractions", "lead_sets", "seeds")  # which cells a method runs, not how
 
 
 def changes_that_stale_cells(old: dict, new: dict) -> list[str]:
