@@ -28,7 +28,8 @@ from coreecg.store import Store, StoreError
 
 TASK = "superdiagnostic"
 PARTS = {"train": "1-7", "val": "9", "test": "8"}  # the sample has no fold 10; fold 8 plays the test part
-FAST_FINETUNE = FinetuneConfig(epochs=2, batch_size=32, min_steps_per_eval=3, patience=3, seed=0)
+# On CPU: two runs are compared, and CUDA kernels are not bit-reproducible between runs.
+FAST_FINETUNE = FinetuneConfig(epochs=2, batch_size=32, min_steps_per_eval=3, patience=3, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
 
 
 def test_load_encoder_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no encoder here"):
+    with pytest.raises(FileNotFoundError, match="no coreecg encoder here"):
         coreecg.load_encoder(str(tmp_path))
 
 
@@ -219,7 +219,8 @@ def test_torchrun_with_two_cpu_processes(ptbxl_store, tmp_path):
     run = tmp_path / "torchrun"
     overrides = ["model.preset=cpu", "model.dim=32", "model.depth=1", "model.heads=2", "model.decoder_dim=32",
                  "model.decoder_depth=1", "model.decoder_heads=2", "data.crop_seconds=2.5", "train.steps=3",
-                 "train.batch_size=8", "train.warmup_steps=1", "train.progress=false", "train.threads=1"]  # fmt: skip
+                 "train.batch_size=8", "train.warmup_steps=1", "train.progress=false", "train.threads=1",
+                 "train.device=cpu"]  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(_free_port()), "-m", "coreecg", "pretrain", "--store", str(ptbxl_store), "--out", str(run),
                *overrides]  # fmt: skip
