@@ -6,7 +6,6 @@ baseline is an untrained encoder wrapped exactly like a trained one, so both go 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -43,13 +42,6 @@ def random_encoder(preset: str, store: Store, crop_seconds: float, seed: int, pa
         torch.manual_seed(seed)
         encoder = ECGEncoder(EncoderConfig(patch=patch, **ENCODER_PRESETS[preset]))
     return PretrainedEncoder(encoder, store.config, crop_seconds, {"random_init": preset, "seed": seed}).eval()
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (the fast path there); plain fp32 elsewhere (bf16 is slower on CPUs without AMX)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def evaluation_dataset(

@@ -9,6 +9,7 @@ is scored once, after all of that, and can change nothing that was chosen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from coreecg.config import to_dict
 from coreecg.dataset import StoreDataset
 from coreecg.evaluation.classifier import classifier_from_encoder, record_probabilities, save_classifier
-from coreecg.evaluation.features import autocast_for, check_compatible
+from coreecg.evaluation.features import check_compatible
 from coreecg.evaluation.outcome import Outcome
 from coreecg.evaluation.selection import Selection
 from coreecg.metrics import macro_auroc, tune_thresholds
@@ -45,6 +46,13 @@ class FinetuneConfig:
     patience: int = 5  # evaluations without a better validation macro AUROC before stopping
     device: str = "auto"
     seed: int = 0
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (the fast path there); plain fp32 elsewhere (bf16 is slower on CPUs without AMX)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _device(name: str) -> torch.device:
