@@ -25,6 +25,7 @@ KIND_HELP = {
     "wfdb": "any folder of WFDB records, walked recursively",
     "numpy": "a .npy array records × leads × time (needs --fs and --leads; --meta for labels)",
     "code15": "CODE-15%% HDF5 files (tracings N × 4096 × 12 at 400 Hz) + exams.csv",
+    "synthetic": "built-in seeded 12-lead ECGs with labelled conditions (no PATH; --records, --fs, --seconds)",
 }
 
 
@@ -37,7 +38,7 @@ def _add_prepare(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("kind", choices=sorted(SOURCE_KINDS))
-    parser.add_argument("path", help="the collection's folder or file")
+    parser.add_argument("path", nargs="?", help="the collection's folder or file (none for synthetic)")
     parser.add_argument("--out", required=True, help="store folder to create or resume")
     defaults = PrepConfig()
     parser.add_argument("--rate", type=float, default=defaults.fs, help="store sampling rate, Hz (%(default)s)")
@@ -57,16 +58,25 @@ def _add_prepare(commands) -> None:
     group.add_argument("--variant", choices=["lr", "hr"], default="lr", help="PTB-XL: records100 (lr) or 500 (hr)")
     group.add_argument("--tables", help="ptbxl-tables: folder of label tables (default PATH/ptbxl_splits)")
     group.add_argument("--dx-mapping", help="cinc: folder with dx_mapping_scored.csv (default: PATH)")
-    group.add_argument("--fs", type=float, help="numpy: sampling rate of the array, Hz")
+    group.add_argument("--fs", type=float, help="numpy: sampling rate of the array; synthetic: generation rate (500)")
     group.add_argument("--leads", help="numpy: lead names of the array's rows, comma-separated")
     group.add_argument("--meta", help="numpy: metadata/label CSV, one row per record")
     group.add_argument("--label-set", default="labels", help="numpy: name of the label set (%(default)s)")
     group.add_argument("--exams", help="code15: exams.csv (default: beside the HDF5 files)")
     group.add_argument("--scale-to-mv", type=float, default=1.0, help="code15: factor to millivolts (%(default)s)")
+    group.add_argument("--records", type=int, default=2000, help="synthetic: how many records (%(default)s)")
+    group.add_argument("--seconds", type=float, default=10.0, help="synthetic: length of each record (%(default)s s)")
+    group.add_argument("--seed", type=int, default=0, help="synthetic: seed of the collection (%(default)s)")
 
 
 def build_source(args: argparse.Namespace) -> Source:
     kind = args.kind
+    if kind == "synthetic":
+        if args.path:
+            raise ValueError("synthetic records are generated, not read: give no PATH (see --records, --fs)")
+        return SOURCE_KINDS[kind](records=args.records, fs=args.fs or 500.0, seconds=args.seconds, seed=args.seed)
+    if not args.path:
+        raise ValueError(f"prepare {kind} needs the PATH of the collection")
     if kind == "ptbxl":
         return SOURCE_KINDS[kind](args.path, variant=args.variant)
     if kind == "ptbxl-tables":
