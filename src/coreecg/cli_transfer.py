@@ -213,6 +213,26 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(commands) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="a self-contained report.html of a pretraining run, a benchmark, or the demo",
+        description="Training curves, masked leads reconstructed beside the truth, an embedding map and, "
+        "for benchmarks, the metrics table and ROC curves, for every run found in RUN_DIR (or one level down).",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    parser.add_argument("--label-set", help="label set that colours the embedding map (default: the most labelled)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from coreecg.report.page import write_report
+
+    path = write_report(args.run_dir, args.out, label_set=args.label_set, log=_log)
+    print(f"report: {path}")
+    return 0
+
+
 def add_transfer_commands(commands) -> dict:
     """Register the commands; returns name → runner."""
     _add_probe(commands)
@@ -220,7 +240,9 @@ def add_transfer_commands(commands) -> dict:
     _add_predict(commands)
     _add_embed(commands)
     _add_benchmark(commands)
+    _add_report(commands)
     return {
+        "report": run_report,
         "probe": run_probe_or_finetune,
         "finetune": run_probe_or_finetune,
         "predict": run_predict,

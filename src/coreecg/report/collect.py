@@ -1,0 +1,180 @@
+"""What a report shows, read from run folders: training curves, reconstructions, embeddings, ROC data.
+
+A pretraining run folder holds ``config.yaml``, ``metrics.jsonl`` and ``checkpoint.pt``; a
+benchmark folder holds ``results.json`` and ``cells/``. ``find_runs`` locates both kinds in a
+folder and one level below it (the demo writes ``pretrain/`` and ``benchmark/``; a benchmark keeps
+its own pretraining runs under ``pretrain/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import yaml
+
+from coreecg.dataset import StoreDataset
+from coreecg.evaluation.features import record_embeddings
+from coreecg.losses import normalize_patches
+from coreecg.model import patchify
+from coreecg.pretrain.config import resolve
+from coreecg.pretrain.objective import CoReECG, make_views
+from coreecg.pretrained import load_encoder
+from coreecg.store import Store
+
+
+@dataclass
+class Runs:
+    pretraining: list[str]
+    benchmarks: list[str]
+
+
+def _is_pretraining(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.yaml")) and os.path.isfile(os.path.join(path, "metrics.jsonl"))
+
+
+def find_runs(folder: str) -> Runs:
+    """Pretraining runs and benchmark folders in ``folder``, its children and grandchildren, sorted."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such folder")
+    candidates = [folder]
+    for root in (folder, *[os.path.join(folder, d) for d in sorted(os.listdir(folder))]):
+        if os.path.isdir(root) and root != folder:
+            candidates.append(root)
+        sub = os.path.join(root, "pretrain")
+        if os.path.isdir(sub):
+            candidates += [os.path.join(sub, d) for d in sorted(os.listdir(sub))]
+    pretraining = sorted({c for c in candidates if _is_pretraining(c)})
+    benchmarks = sorted({c for c in candidates if os.path.isfile(os.path.join(c, "results.json"))})
+    if not pretraining and not benchmarks:
+        raise FileNotFoundError(f"{folder}: no pretraining run (config.yaml + metrics.jsonl) or benchmark "
+                                "(results.json) here or one level below")  # fmt: skip
+    return Runs(pretraining, benchmarks)
+
+
+def training_rows(run: str) -> list[dict]:
+    with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def run_config(run: str) -> dict:
+    with open(os.path.join(run, "config.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def evaluation_store(config: dict) -> Store:
+    store = config["data"]["store"]
+    return Store(store[0] if isinstance(store, list) else store)
+
+
+def _eval_split(store: Store) -> list[str]:
+    present = set(store.split)
+    return ["val"] if "val" in present else sorted(present)[:1]
+
+
+@torch.no_grad()
+def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | None:
+    """Masked crops of validation segments, the model's reconstruction of the masked patches, and the truth.
+
+    The loss predicts each patch's shape (per-patch normalized); the figure puts the prediction back
+    on the true patch's offset and scale. None when the run has no decoder (contrastive only).
+    """
+    checkpoint = os.path.join(run, "checkpoint.pt")
+    if not os.path.isfile(checkpoint):
+        return None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = resolve(state["config"])
+    model = CoReECG(config)
+    model.load_state_dict(state["model"])
+    model.eval()
+    if model.decoder is None:
+        return None
+    store = evaluation_store(state["config"])
+    dataset = StoreDataset(store, mode="eval", windows=1, splits=_eval_split(store))
+    picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    batch = dataset[np.sort(picks)]
+    signal, lead_mask = batch["signal"][:, 0], batch["lead_mask"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        views = make_views(signal, lead_mask, config, store.fs)
+    encoded = [model.encoder(v.signal, v.visible) for v in views]
+    view = views[0]
+    n_time = view.visible.shape[-1]
+    cond = encoded[1].g if config.objective.align else None
+    prediction = model.decoder(encoded[0], lead_mask, n_time, cond)
+    patches = patchify(view.target, config.model.patch)
+    mean = patches.mean(-1, keepdim=True)
+    scale = torch.sqrt(patches.var(-1, keepdim=True, unbiased=False) + config.objective.target_eps)
+    recon = prediction * scale + mean
+    masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), -1)
+    recon = torch.where(masked[..., None], recon, torch.full_like(recon, float("nan")))
+    error = float(((normalize_patches(patches, config.objective.target_eps) - prediction) ** 2)[masked].mean())
+    b, leads, t = view.target.shape
+    return {
+        "target": view.target.numpy(),
+        "recon": recon.reshape(b, leads, t).numpy(),
+        "visible": view.visible.numpy(),
+        "fs": store.fs,
+        "patch": config.model.patch,
+        "masked_mse": error,
+        "step": int(state["step"]),
+    }
+
+
+def embedding_points(run: str, label_set: str | None = None, max_records: int = 2000, seed: int = 0) -> dict | None:
+    """t-SNE of the run's encoder embeddings of validation records, grouped by their first positive class."""
+    from sklearn.manifold import TSNE
+
+    store = evaluation_store(run_config(run))
+    names = store.label_set_names
+    if not names:
+        return None
+    if label_set is None:  # the most widely labelled set, and of those the one with the fewest classes
+        sets = [store.label_set(name) for name in names]
+        label_set = min(sets, key=lambda s: (-int(s.labelled.sum()), len(s.classes))).name
+    labels = store.label_set(label_set)
+    rows = np.flatnonzero(np.isin(store.split, _eval_split(store)) & labels.labelled)
+    if len(rows) < 10:
+        return None
+    if len(rows) > max_records:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_records, replace=False))
+    x = record_embeddings(load_encoder(run), store, rows)
+    points = TSNE(
+        n_components=2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca", random_state=seed
+    ).fit_transform((x - x.mean(0)) / (x.std(0) + 1e-6))
+    matrix = labels.matrix[rows]
+    groups = [labels.classes[int(np.argmax(row))] if row.any() else "none" for row in matrix]
+    return {"points": points, "groups": groups, "label_set": label_set, "records": len(rows)}
+
+
+def benchmark_roc_data(benchmark: str) -> list[dict]:
+    """For each task, at its largest label fraction: validation labels and each row's seed-0 probabilities."""
+    with open(os.path.join(benchmark, "results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    store = Store(results["store"])
+    best: dict[str, dict] = {}
+    for name, cell in results["cells"].items():
+        info = cell["cell"]
+        key = info["task"]
+        if info["seed"] != min(c["cell"]["seed"] for c in results["cells"].values()):
+            continue
+        if key in best and best[key]["fraction"] > info["fraction"]:
+            continue
+        entry = best.setdefault(key, {"fraction": info["fraction"], "cells": {}})
+        if info["fraction"] > entry["fraction"]:
+            entry.update(fraction=info["fraction"], cells={})
+        row = f"{info['method']} · {info['protocol']}" + ("" if info["lead_set"] == "all" else f" · {info['lead_set']}")
+        entry["cells"][row] = name
+    out = []
+    for task, entry in best.items():
+        labels = store.label_set(task)
+        scores, rows = {}, None
+        for row, name in entry["cells"].items():
+            with np.load(os.path.join(benchmark, "cells", name + ".npz")) as data:
+                scores[row], rows = data["val"], data["val_rows"]
+        out.append({"task": task, "fraction": entry["fraction"], "classes": labels.classes,
+                    "labels": labels.matrix[rows], "scores": scores})  # fmt: skip
+    return out
