@@ -10,13 +10,14 @@ from conftest import quiet
 from coreecg.cli import main
 from coreecg.demo import DemoConfig, run_demo
 
+SMALL = DemoConfig(records=200, fs=100.0, pretrain_steps=8, batch_size=32, finetune_epochs=1, finetune_batch_size=16,
+                   finetune_min_steps=6, fractions=(1.0,), workers=2, progress=False)  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    config = DemoConfig(records=200, fs=100.0, pretrain_steps=12, batch_size=32, finetune_epochs=1,
-                        fractions=(1.0,), workers=2, progress=False)  # fmt: skip
-    return out, run_demo(str(out), config, log=quiet)
+    return out, run_demo(str(out), SMALL, log=quiet)
 
 
 def test_demo_probe_beats_chance_by_a_clear_margin(demo):
@@ -41,9 +42,7 @@ def test_demo_report_holds_every_figure_inline(demo):
 def test_demo_rerun_resumes_and_report_command_renders_the_folder(demo, capsys):
     out, _ = demo
     messages: list[str] = []
-    config = DemoConfig(records=200, fs=100.0, pretrain_steps=12, batch_size=32, finetune_epochs=1,
-                        fractions=(1.0,), workers=2, progress=False)  # fmt: skip
-    run_demo(str(out), config, log=messages.append)
+    run_demo(str(out), SMALL, log=messages.append)
     assert any("4 of 4 cells were already finished" in m for m in messages)
     assert main(["report", str(out), "--out", str(out / "again.html"), "--label-set", "condition"]) == 0
     assert (out / "again.html").read_text().count("<svg") >= 5

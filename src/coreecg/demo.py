@@ -32,6 +32,8 @@ class DemoConfig:
     pretrain_steps: int = 200
     batch_size: int = 64
     finetune_epochs: int = 3
+    finetune_batch_size: int = 64
+    finetune_min_steps: int = 20  # fine-tuning steps between validations (and at least this many in all)
     fractions: tuple[float, ...] = (0.1, 1.0)
     finetune: bool = True
     seed: int = 0
@@ -63,7 +65,12 @@ def benchmark_config(store: str, encoder: str, config: DemoConfig) -> BenchmarkC
             "random init": MethodSpec(random_init="cpu", crop_seconds=5.0, protocols=both),
         },
         bootstrap=500,
-        finetune=FinetuneConfig(epochs=config.finetune_epochs, min_steps_per_eval=20, patience=3),
+        finetune=FinetuneConfig(
+            epochs=config.finetune_epochs,
+            batch_size=config.finetune_batch_size,
+            min_steps_per_eval=config.finetune_min_steps,
+            patience=3,
+        ),
     )
 
 
