@@ -78,6 +78,7 @@ def run_demo(out: str, config: DemoConfig | None = None, log: Callable[[str], No
     """Run every stage into ``out``; returns the paths and the headline validation figures."""
     config = config or DemoConfig()
     start = time.perf_counter()
+    out = os.path.abspath(out)  # runs record where their store is; absolute, so reports work from anywhere
     store = os.path.join(out, "store")
 
     def stage(text: str) -> None:

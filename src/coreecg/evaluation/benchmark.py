@@ -150,7 +150,7 @@ class Benchmark:
 
     def __init__(self, config: BenchmarkConfig, out: str, log: Callable[[str], None] = print):
         self.config, self.out, self.log = config, out, log
-        self.store = Store(os.path.expanduser(config.store))
+        self.store = Store(os.path.abspath(os.path.expanduser(config.store)))
         self.encoders: dict[str, PretrainedEncoder] = {}
         self.features: dict[tuple[str, str], dict[int, np.ndarray]] = {}
         self.probes: dict[tuple, Outcome] = {}
