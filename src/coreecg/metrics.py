@@ -29,23 +29,25 @@ def auroc_columns(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.where((positives > 0) & (negatives > 0), auc, np.nan)
 
 
+def _operating_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct score, highest first: the threshold, true positives and records called at ``>=`` it."""
+    order = np.argsort(-s, kind="stable")
+    s, hit = s[order], y[order]
+    last_of_tie = np.r_[s[1:] != s[:-1], True]  # one threshold per distinct score
+    return s[last_of_tie], np.cumsum(hit)[last_of_tie], (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
+
+
 def average_precision_columns(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Average precision (area under the step precision–recall curve, as scikit-learn) per column."""
     labels = np.asarray(labels, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     out = np.full(labels.shape[1], np.nan)
     for j in range(labels.shape[1]):
-        y = labels[:, j]
-        n_pos = int(y.sum())
-        if n_pos == 0 or n_pos == len(y):
+        n_pos = int(labels[:, j].sum())
+        if n_pos == 0 or n_pos == len(labels):
             continue
-        order = np.argsort(-scores[:, j], kind="stable")
-        s, hit = scores[order, j], y[order]
-        last_of_tie = np.r_[s[1:] != s[:-1], True]  # one threshold per distinct score
-        tp = np.cumsum(hit)[last_of_tie]
-        seen = (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
-        recall_steps = np.diff(np.r_[0, tp]) / n_pos
-        out[j] = float(np.sum(recall_steps * tp / seen))
+        _, tp, called = _operating_points(labels[:, j], scores[:, j])
+        out[j] = float(np.sum(np.diff(np.r_[0, tp]) / n_pos * tp / called))
     return out
 
 
@@ -69,17 +71,11 @@ def tune_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     thresholds = np.full(labels.shape[1], DEFAULT_THRESHOLD)
     for j in range(labels.shape[1]):
-        y = labels[:, j]
-        n_pos = int(y.sum())
+        n_pos = int(labels[:, j].sum())
         if n_pos == 0:
             continue
-        order = np.argsort(-scores[:, j], kind="stable")
-        s, hit = scores[order, j], y[order]
-        last_of_tie = np.r_[s[1:] != s[:-1], True]
-        tp = np.cumsum(hit)[last_of_tie]
-        called = (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
-        f1 = 2.0 * tp / (called + n_pos)
-        thresholds[j] = s[last_of_tie][int(np.argmax(f1))]
+        cuts, tp, called = _operating_points(labels[:, j], scores[:, j])
+        thresholds[j] = cuts[int(np.argmax(2.0 * tp / (called + n_pos)))]
     return thresholds
 
 

@@ -12,6 +12,7 @@ bench/ spells it out), so the encoder's cost falls with the mask ratio.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 
@@ -129,6 +130,23 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def crop_samples(seconds: float, fs: float, patch: int) -> int:
+    """A crop of ``seconds`` at ``fs`` in samples, cut down to a whole number of ``patch``-sample patches."""
+    samples = round(seconds * fs)
+    return samples - samples % patch
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """``module`` in eval mode for the block, then back to the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from coreecg import __version__
 from coreecg.dataset import normalize_crops, window_starts, windows_to_cover
 from coreecg.files import write_atomically, write_json
 from coreecg.leads import CANONICAL_LEADS
-from coreecg.model import ECGEncoder, EncoderConfig
+from coreecg.model import ECGEncoder, EncoderConfig, crop_samples, evaluating
 from coreecg.preprocess import PrepConfig, prepare_record
 from coreecg.record import RawRecord
 
@@ -45,8 +45,7 @@ class PretrainedEncoder(nn.Module):
 
     @property
     def crop_samples(self) -> int:
-        samples = round(self.crop_seconds * self.preprocessing.fs)
-        return samples - samples % self.encoder.config.patch
+        return crop_samples(self.crop_seconds, self.preprocessing.fs, self.encoder.config.patch)
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
         """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D."""
@@ -95,14 +94,12 @@ class PretrainedEncoder(nn.Module):
             owner.extend([i] * len(cut))
         x_all, mask_all = np.concatenate(crops), np.concatenate(masks)
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
         parts = []
-        for start in range(0, len(x_all), batch_size):
-            x = torch.from_numpy(x_all[start : start + batch_size]).to(device)
-            m = torch.from_numpy(mask_all[start : start + batch_size]).to(device)
-            parts.append(self(x, m).float().cpu())
-        self.train(was_training)
+        with evaluating(self):
+            for start in range(0, len(x_all), batch_size):
+                x = torch.from_numpy(x_all[start : start + batch_size]).to(device)
+                m = torch.from_numpy(mask_all[start : start + batch_size]).to(device)
+                parts.append(self(x, m).float().cpu())
         g = torch.cat(parts).numpy()
         owner_array = np.asarray(owner)
         out = np.stack([g[owner_array == i].mean(0) for i in range(len(records))])

@@ -277,9 +277,10 @@ class Benchmark:
         """Mean ± std over seeds of each macro metric, and bootstrap CIs of the seed mean (paired records)."""
         out = {"seeds": [c.seed for c in members], "classes_excluded": summaries[members[0].name]["val"]["excluded"]}
         parts = ["val"] + (["test"] if self.config.test is not None else [])
-        selection = self.selection(members[0])
+        arrays = [dict(np.load(os.path.join(self.out, "cells", c.name + ".npz"))) for c in members]
+        matrix = self.store.label_set(members[0].task).matrix
         for part in parts:
-            labels = selection.val.labels if part == "val" else selection.test.labels
+            labels = matrix[arrays[0][f"{part}_rows"]]  # every seed is scored on the same records
             stats: dict = {}
             for metric in ("auroc", "auprc", "f1"):
                 values = [summaries[c.name][part][metric] for c in members]
@@ -289,7 +290,6 @@ class Benchmark:
                 name: float(np.nanmean([summaries[c.name][part]["per_class"][name]["auroc"] for c in members]))
                 for name in per_class_names
             }
-            arrays = [np.load(os.path.join(self.out, "cells", c.name + ".npz")) for c in members]
             ci = bootstrap_intervals(labels, [a[part] for a in arrays], [a["thresholds"] for a in arrays],
                                      self.config.bootstrap)  # fmt: skip
             for metric, bounds in ci.items():

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from coreecg import __version__
-from coreecg.evaluation.features import average_by_record, check_compatible, evaluation_dataset, window_outputs
+from coreecg.evaluation.features import check_compatible, record_outputs
 from coreecg.files import write_atomically, write_json
-from coreecg.model import ECGEncoder, EncoderConfig
+from coreecg.model import ECGEncoder, EncoderConfig, crop_samples
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, read_model_config
 from coreecg.store import Store
@@ -68,8 +68,7 @@ class SavedClassifier:
 
     @property
     def crop_samples(self) -> int:
-        samples = round(self.crop_seconds * self.preprocessing.fs)
-        return samples - samples % self.model.encoder.config.patch
+        return crop_samples(self.crop_seconds, self.preprocessing.fs, self.model.encoder.config.patch)
 
 
 def save_classifier(model: Classifier, folder: str, preprocessing: PrepConfig, crop_seconds: float, info: dict) -> None:
@@ -100,25 +99,11 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClass
                            config)  # fmt: skip
 
 
-@torch.no_grad()
 def record_probabilities(
-    model: Classifier,
-    store: Store,
-    rows: Sequence[int] | np.ndarray,
-    crop_samples: int,
-    leads: str | None = None,
-    batch_size: int = 64,
-    on_batch: Callable[[int], None] | None = None,
+    model: Classifier, store: Store, rows: Sequence[int] | np.ndarray, crop: int, leads: str | None = None
 ) -> np.ndarray:
     """Per-record class probabilities (len(rows) × classes): window probabilities averaged over the record."""
-    rows = np.asarray(rows, dtype=np.int64)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    probabilities, owners = window_outputs(model.probabilities, evaluation_dataset(store, crop_samples, rows, leads),
-                                           device, batch_size, on_batch)  # fmt: skip
-    model.train(was_training)
-    return average_by_record(probabilities, owners, rows)
+    return record_outputs(model, model.probabilities, store, rows, crop, leads)
 
 
 def predict_store(saved: SavedClassifier, store: Store, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:

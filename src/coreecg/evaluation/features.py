@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from coreecg.dataset import StoreDataset, windows_to_cover
-from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig
+from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import PretrainedEncoder
 from coreecg.store import Store
@@ -72,42 +73,34 @@ def average_by_record(values: np.ndarray, owners: np.ndarray, rows: np.ndarray) 
 
 
 @torch.no_grad()
-def window_outputs(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    dataset: StoreDataset,
-    device: torch.device,
+def record_outputs(
+    module: nn.Module,
+    output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    store: Store,
+    rows: Sequence[int] | np.ndarray,
+    crop: int,
+    leads: str | None = None,
     batch_size: int = 64,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``model(crops, lead_mask)`` for every window, averaged per item; plus each item's record row."""
+) -> np.ndarray:
+    """``output(crops, lead_mask)`` of ``module`` (in eval mode) for every window of every record in ``rows``,
+    averaged per record: len(rows) × K, in the order of ``rows``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    device = next(module.parameters()).device
     outputs, owners = [], []
-    for batch in dataset.loader(batch_size, shuffle=False):
-        x = batch["signal"].to(device)  # B × W × 12 × T
-        b, w = x.shape[:2]
-        mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
-        out = model(x.flatten(0, 1), mask)  # fp32 everywhere: thresholds tuned here must hold on any device
-        outputs.append(out.float().view(b, w, -1).mean(1).cpu().numpy())
-        owners.append(batch["record"].numpy())
-        if on_batch:
-            on_batch(b)
-    return np.concatenate(outputs), np.concatenate(owners)
+    with evaluating(module):
+        for batch in evaluation_dataset(store, crop, rows, leads).loader(batch_size, shuffle=False):
+            x = batch["signal"].to(device)  # B × W × 12 × T
+            b, w = x.shape[:2]
+            mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
+            out = output(x.flatten(0, 1), mask)  # fp32 everywhere: thresholds tuned here must hold on any device
+            outputs.append(out.float().view(b, w, -1).mean(1).cpu().numpy())
+            owners.append(batch["record"].numpy())
+    return average_by_record(np.concatenate(outputs), np.concatenate(owners), rows)
 
 
 def record_embeddings(
-    encoder: PretrainedEncoder,
-    store: Store,
-    rows: Sequence[int] | np.ndarray,
-    leads: str | None = None,
-    batch_size: int = 64,
-    on_batch: Callable[[int], None] | None = None,
+    encoder: PretrainedEncoder, store: Store, rows: Sequence[int] | np.ndarray, leads: str | None = None
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
     check_compatible(encoder.preprocessing, store)
-    rows = np.asarray(rows, dtype=np.int64)
-    dataset = evaluation_dataset(store, encoder.crop_samples, rows, leads)
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    g, owners = window_outputs(encoder, dataset, device, batch_size, on_batch)
-    encoder.train(was_training)
-    return average_by_record(g, owners, rows)
+    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads)

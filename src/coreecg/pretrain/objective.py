@@ -17,7 +17,7 @@ from coreecg.augment import frequency_dynamic_augmentation, random_crop, time_do
 from coreecg.leads import N_LEADS
 from coreecg.losses import info_nce, masked_mse, normalize_patches
 from coreecg.masking import make_mask
-from coreecg.model import ECGEncoder, ProjectionHead, ReconstructionDecoder, patchify
+from coreecg.model import ECGEncoder, ProjectionHead, ReconstructionDecoder, crop_samples, patchify
 from coreecg.pretrain.config import PretrainConfig
 
 
@@ -30,9 +30,8 @@ class View:
 
 def make_views(signal: torch.Tensor, lead_mask: torch.Tensor, config: PretrainConfig, fs: float) -> list[View]:
     """Two views of each segment: independent random crop, FDA (or time-domain augmentation), mask."""
-    crop = round(config.data.crop_seconds * fs)
     patch = config.model.patch
-    crop -= crop % patch
+    crop = crop_samples(config.data.crop_seconds, fs, patch)
     aug, mask = config.augment, config.mask
     views = []
     for _ in range(2):

@@ -14,7 +14,7 @@ from torch import nn
 
 from coreecg.dataset import StoreDataset
 from coreecg.metrics import MacroAUROC, macro_auroc
-from coreecg.model import ECGEncoder
+from coreecg.model import ECGEncoder, evaluating
 
 
 class OnlineProbe(nn.Module):
@@ -44,17 +44,15 @@ class OnlineProbe(nn.Module):
         self, encoder: ECGEncoder, dataset: StoreDataset, device: torch.device, batch_size: int = 128
     ) -> MacroAUROC:
         """Macro AUROC on ``dataset`` (eval mode: windows × crops), windows' g averaged per item."""
-        was_training = encoder.training
-        encoder.eval()
         scores, labels = [], []
-        for batch in dataset.loader(batch_size, shuffle=False):
-            x = batch["signal"].to(device)  # B × W × 12 × T
-            b, w = x.shape[:2]
-            mask = batch["lead_mask"].to(device)
-            g = encoder.embed(x.flatten(0, 1), mask.repeat_interleave(w, dim=0)).view(b, w, -1).mean(1)
-            scores.append(torch.sigmoid(self(g)).cpu().numpy())
-            labels.append(batch["label"].numpy())
-        encoder.train(was_training)
+        with evaluating(encoder):
+            for batch in dataset.loader(batch_size, shuffle=False):
+                x = batch["signal"].to(device)  # B × W × 12 × T
+                b, w = x.shape[:2]
+                mask = batch["lead_mask"].to(device)
+                g = encoder.embed(x.flatten(0, 1), mask.repeat_interleave(w, dim=0)).view(b, w, -1).mean(1)
+                scores.append(torch.sigmoid(self(g)).cpu().numpy())
+                labels.append(batch["label"].numpy())
         return macro_auroc(np.concatenate(labels), np.concatenate(scores), self.classes)
 
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from coreecg.dataset import StoreDataset
+from coreecg.evaluation.benchmark import Cell
 from coreecg.evaluation.features import record_embeddings
 from coreecg.losses import normalize_patches
 from coreecg.model import patchify
@@ -155,26 +156,17 @@ def benchmark_roc_data(benchmark: str) -> list[dict]:
     with open(os.path.join(benchmark, "results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     store = Store(results["store"])
-    best: dict[str, dict] = {}
-    for name, cell in results["cells"].items():
-        info = cell["cell"]
-        key = info["task"]
-        if info["seed"] != min(c["cell"]["seed"] for c in results["cells"].values()):
-            continue
-        if key in best and best[key]["fraction"] > info["fraction"]:
-            continue
-        entry = best.setdefault(key, {"fraction": info["fraction"], "cells": {}})
-        if info["fraction"] > entry["fraction"]:
-            entry.update(fraction=info["fraction"], cells={})
-        row = f"{info['method']} · {info['protocol']}" + ("" if info["lead_set"] == "all" else f" · {info['lead_set']}")
-        entry["cells"][row] = name
+    cells = [Cell(**cell["cell"]) for cell in results["cells"].values()]
+    first_seed = min(c.seed for c in cells)
     out = []
-    for task, entry in best.items():
-        labels = store.label_set(task)
+    for task in dict.fromkeys(c.task for c in cells):
+        largest = max(c.fraction for c in cells if c.task == task)
         scores, rows = {}, None
-        for row, name in entry["cells"].items():
-            with np.load(os.path.join(benchmark, "cells", name + ".npz")) as data:
-                scores[row], rows = data["val"], data["val_rows"]
-        out.append({"task": task, "fraction": entry["fraction"], "classes": labels.classes,
-                    "labels": labels.matrix[rows], "scores": scores})  # fmt: skip
+        for c in cells:
+            if (c.task, c.fraction, c.seed) == (task, largest, first_seed):
+                with np.load(os.path.join(benchmark, "cells", c.name + ".npz")) as data:
+                    scores[c.row], rows = data["val"], data["val_rows"]
+        labels = store.label_set(task)
+        out.append({"task": task, "fraction": largest, "classes": labels.classes, "labels": labels.matrix[rows],
+                    "scores": scores})  # fmt: skip
     return out
