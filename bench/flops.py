@@ -20,13 +20,17 @@ def block_flops(tokens: float, dim: int, mlp_ratio: float) -> float:
     return tokens * dim * dim * (8 + 4 * mlp_ratio) + 4 * tokens * tokens * dim
 
 
+def encoder_flops(config, tokens: float) -> float:
+    """Forward matmul FLOPs of the encoder over ``tokens`` tokens (patch embedding + blocks)."""
+    return 2 * tokens * config.patch * config.dim + config.depth * block_flops(tokens, config.dim, config.mlp_ratio)
+
+
 def training_flops_per_sample(config: PretrainConfig, visible_tokens: float, n_time: int) -> float:
     """Matmul FLOPs of one training step per sample (two views), given the mean visible tokens per view."""
     enc, dec = config.model.encoder(), config.model.decoder()
     forward = 0.0
     for _ in range(2):  # two views
-        forward += 2 * visible_tokens * enc.patch * enc.dim
-        forward += enc.depth * block_flops(visible_tokens, enc.dim, enc.mlp_ratio)
+        forward += encoder_flops(enc, visible_tokens)
         if config.objective.reconstruct:
             grid = N_LEADS * n_time + (1 if config.objective.align else 0)
             forward += 2 * visible_tokens * enc.dim * dec.dim

@@ -158,20 +158,44 @@ def test_random_crop_takes_contiguous_windows():
     assert (out.diff(dim=-1) == 1).all() and (out[:, :1] == out[:, 1:2]).all()
 
 
-def test_encoder_ignores_padding_and_invisible_content():
-    """Rows with fewer visible tokens are padded; their g must not depend on the padding or masked data."""
+@pytest.mark.parametrize("group_rows", [False, True])
+def test_encoder_ignores_padding_and_invisible_content(group_rows):
+    """Rows with fewer visible tokens are padded (or grouped apart); g must not depend on that or on masked data."""
     torch.manual_seed(6)
     encoder = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=2, heads=2)).eval()
     x = torch.randn(2, 12, 250)
     visible = torch.zeros(2, 12, 10, dtype=torch.bool)
     visible[0, :3, :5] = True  # 15 tokens
     visible[1, :, :] = True  # 120 tokens: row 0 is padded to 120
-    together = encoder(x, visible).g
+    together = encoder(x, visible, group_rows=group_rows).g
     alone = encoder(x[:1], visible[:1]).g
     assert torch.allclose(together[0], alone[0], atol=1e-5)
     scrambled = x.clone()
     scrambled[0, 5:] = torch.randn(7, 250)  # leads that row 0 does not see
-    assert torch.allclose(encoder(scrambled, visible).g[0], together[0], atol=1e-5)
+    assert torch.allclose(encoder(scrambled, visible, group_rows=group_rows).g[0], together[0], atol=1e-5)
+
+
+def test_grouping_rows_by_visible_count_changes_nothing_but_speed():
+    """Grouped (CPU default) and padded encoding: same g, same visible tokens, same gradients."""
+    torch.manual_seed(8)
+    encoder = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=2, heads=4, drop_path=0.0))
+    x = torch.randn(6, 12, 250)
+    lead_mask = torch.ones(6, 12, dtype=torch.bool)
+    lead_mask[0, 6:] = False
+    visible = stdm(lead_mask, 10, 0.5, 0.3, generator=torch.Generator().manual_seed(3))
+    assert len(set(visible.sum((1, 2)).tolist())) > 2  # several groups
+    results = []
+    for group_rows in (True, False):
+        encoder.zero_grad()
+        out = encoder(x, visible, group_rows=group_rows)
+        (out.g.square().sum() + (out.tokens * out.valid[..., None]).sum()).backward()
+        results.append((out, [p.grad.clone() for p in encoder.parameters()]))
+    (grouped, grads_grouped), (padded, grads_padded) = results
+    assert torch.equal(grouped.index, padded.index) and torch.equal(grouped.valid, padded.valid)
+    assert torch.allclose(grouped.g, padded.g, atol=1e-5)
+    assert torch.allclose(grouped.tokens[grouped.valid], padded.tokens[padded.valid], atol=1e-5)
+    for a, b in zip(grads_grouped, grads_padded, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_encoder_embed_uses_only_present_leads():

@@ -86,6 +86,7 @@ def test_run_folder_contents(finished_run):
     metrics = _metrics(finished_run)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     assert 0.0 <= metrics[-1]["probe_auroc"] <= 1.0 and "probe_auroc" in metrics[2]
+    assert all(0.0 <= m["data_wait"] < 1.0 for m in metrics)
     assert any(p.name.startswith("events.out.tfevents") for p in (finished_run / "tensorboard").iterdir())
     assert (finished_run / "config.yaml").read_text().startswith("model:")
     umask = os.umask(0)

@@ -15,7 +15,7 @@ from torch import nn
 from coreecg.dataset import StoreDataset, windows_to_cover
 from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
 from coreecg.preprocess import PrepConfig
-from coreecg.pretrained import PretrainedEncoder
+from coreecg.pretrained import PretrainedEncoder, eval_batch_records
 from coreecg.store import Store
 
 # Preprocessing settings that change what the encoder sees; the others (segment length, quality
@@ -80,12 +80,14 @@ def record_outputs(
     rows: Sequence[int] | np.ndarray,
     crop: int,
     leads: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """``output(crops, lead_mask)`` of ``module`` (in eval mode) for every window of every record in ``rows``,
-    averaged per record: len(rows) × K, in the order of ``rows``."""
+    averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
+    ``eval_batch_records`` for the module's device)."""
     rows = np.asarray(rows, dtype=np.int64)
     device = next(module.parameters()).device
+    batch_size = batch_size or eval_batch_records(device)
     outputs, owners = [], []
     with evaluating(module):
         for batch in evaluation_dataset(store, crop, rows, leads).loader(batch_size, shuffle=False):
@@ -99,8 +101,12 @@ def record_outputs(
 
 
 def record_embeddings(
-    encoder: PretrainedEncoder, store: Store, rows: Sequence[int] | np.ndarray, leads: str | None = None
+    encoder: PretrainedEncoder,
+    store: Store,
+    rows: Sequence[int] | np.ndarray,
+    leads: str | None = None,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
     check_compatible(encoder.preprocessing, store)
-    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads)
+    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size)

@@ -285,7 +285,7 @@ class Trainer:
         samples_per_step = t.batch_size * t.accumulate * self.context.world_size
         end = t.steps if stop_at is None else min(stop_at, t.steps)
         progress = _progress(main and t.progress, self.step, t.steps)
-        batches = self._loader()
+        batches = _TimedIterator(self._loader())
         window: dict[str, float] = {}
         window_steps, window_start, started = 0, time.perf_counter(), time.perf_counter()
         last: dict = {}
@@ -307,6 +307,7 @@ class Trainer:
                         last[key] = float(all_reduce_mean(torch.as_tensor(mean, device=self.device))
                                           if key in ("loss", "rec", "con") else mean)  # fmt: skip
                     last["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
+                    last["data_wait"] = batches.take_waited() / max(elapsed, 1e-9)
                     last["elapsed_s"] = time.perf_counter() - started
                     if self.probe is not None and (self.step % config.probe.eval_every == 0 or done) and main:
                         last.update(self.evaluate_probe())
@@ -350,7 +351,30 @@ class Trainer:
         else:
             remaining = (end - self.step) * last["elapsed_s"] / max(1, self.step)
             self.log(f"step {self.step}/{end} {text} | {last['samples_per_s']:.0f} samples/s, "
+                     f"data wait {100 * last['data_wait']:.1f} %, "
                      f"elapsed {last['elapsed_s']:.0f} s, ETA {remaining:.0f} s")  # fmt: skip
+
+
+class _TimedIterator:
+    """Counts the seconds the training loop spends blocked on the next batch (the input pipeline's cost)."""
+
+    def __init__(self, iterator):
+        self.iterator, self.waited = iterator, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def take_waited(self) -> float:
+        """Seconds waited since the last call."""
+        waited, self.waited = self.waited, 0.0
+        return waited
 
 
 def _progress(enabled: bool, initial: int, total: int):
