@@ -7,9 +7,10 @@ Pipeline alone (two views per sample, ready for the model, no model):
   with NumPy, in DataLoader worker processes (and in-process, for comparison).
 Training run (tiny preset by default): ``coreecg pretrain`` itself, which logs ``data_wait`` (share of
 wall time spent blocked on the next batch) and samples/s; the reference loop (workers + plain step)
-timed the same way. Each run is a fresh process, whose peak memory is reported: peak RSS
-(``VmHWM``) and, at the end, anonymous memory (``RssAnon``) apart from mapped store pages
-(``RssFile``, page cache the kernel can drop), which is what grows with the store's size.
+timed the same way. Each run is a fresh process. Memory: the peak proportional set size of the
+whole process tree (workers included, shared pages counted once), sampled every 0.2 s; the main
+process's peak RSS (``VmHWM``); and at the end its anonymous memory (``RssAnon``) apart from mapped
+store pages (``RssFile``, page cache the kernel can drop), the only part that can grow with the store.
 
     python bench/bench_data.py --append BENCHMARKS.md                        # synthetic records
     python bench/bench_data.py --store ~/stores/ptbxl100 --wfdb-root ~/data/ptb-xl --append BENCHMARKS.md
@@ -78,7 +79,8 @@ def store_paths(store: Store, wfdb_root: str | None) -> list[str]:
 
 
 def config_for(store: str, preset: str, batch: int, steps: int, workers: int):
-    data = {"store": store, "num_workers": workers, "splits": None}  # every segment: synthetic stores have no splits
+    splits = ["train"] if "train" in set(Store(store).records["split"].astype(str)) else None  # synthetic: none
+    data = {"store": store, "num_workers": workers, "splits": splits}
     return resolve({"data": data, "model": {"preset": preset},
                     "train": {"batch_size": batch, "steps": steps, "log_every": steps, "progress": False,
                               "checkpoint_every": steps, "warmup_steps": 1}})  # fmt: skip
@@ -94,8 +96,9 @@ def train_coreecg(store: str, preset: str, batch: int, steps: int, workers: int)
     return {"samples_per_s": result.last["samples_per_s"], "data_wait": result.last["data_wait"], **memory()}
 
 
-def train_reference(paths: list[str], store: str, preset: str, batch: int, steps: int, workers: int) -> dict:
+def train_reference(wfdb_root: str | None, store: str, preset: str, batch: int, steps: int, workers: int) -> dict:
     """The reference loop: per-item WFDB + NumPy views in workers, plain model step; same timing as coreecg."""
+    paths = store_paths(Store(store), wfdb_root)
     config = config_for(store, preset, batch, steps, workers)
     torch.manual_seed(0)
     model = PlainCoReECG.like(config)
@@ -116,12 +119,47 @@ def train_reference(paths: list[str], store: str, preset: str, batch: int, steps
     return {"samples_per_s": batch * steps / elapsed, "data_wait": waited / elapsed, **memory()}
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (DataLoader workers included)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                pending += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def tree_pss(pid: int) -> float:
+    """Proportional set size of the process tree, GiB: shared pages counted once across processes."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 2**20
+
+
 def run_isolated(kind: str, **kwargs) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--one", json.dumps({"kind": kind, **kwargs})],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode:
-        raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """One training run in a fresh process, sampling its process tree's memory every 0.2 s."""
+    command = [sys.executable, __file__, "--one", json.dumps({"kind": kind, **kwargs})]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, tree_pss(process.pid))
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode:
+            raise SystemExit(f"{kind} run failed:\n{err.read()[-3000:]}")
+        return {**json.loads(out.read().strip().splitlines()[-1]), "tree_pss": peak}
 
 
 def main() -> None:
@@ -145,11 +183,11 @@ def main() -> None:
         return
     if args.store:
         store_path, source = args.store, f"store {args.store}"
-        paths = store_paths(Store(store_path), args.wfdb_root)
     else:
-        paths, store_path = synthetic_inputs(args.work, args.records)
+        store_path = synthetic_inputs(args.work, args.records)[1]
         source = f"{args.records} synthetic 10 s records at 100 Hz"
     store = Store(store_path)
+    paths = store_paths(store, args.wfdb_root)
     config = config_for(store_path, args.preset, args.batch, 1, 0)
     dataset = StoreDataset(store, mode="train", splits=config.data.splits, folds=config.data.folds)
 
@@ -190,17 +228,18 @@ def main() -> None:
     common = {"store": store_path, "preset": args.preset, "batch": args.batch, "steps": args.steps}
     runs = [(f"coreecg pretrain, {w} workers", run_isolated("coreecg", workers=w, **common)) for w in (0, args.workers)]
     runs.append((f"reference loop, {args.workers} workers",
-                 run_isolated("reference", paths=paths, workers=args.workers, **common)))  # fmt: skip
+                 run_isolated("reference", wfdb_root=args.wfdb_root, workers=args.workers, **common)))  # fmt: skip
     base = runs[-1][1]["samples_per_s"]
     rows = [[name, f"{r['samples_per_s']:.1f}", f"{r['samples_per_s'] / base:.2f}×", f"{100 * r['data_wait']:.1f} %",
-             f"{r['VmHWM']:.2f}", f"{r['RssAnon']:.2f}", f"{r['RssFile']:.2f}"] for name, r in runs]  # fmt: skip
+             f"{r['tree_pss']:.2f}", f"{r['VmHWM']:.2f}", f"{r['RssAnon']:.2f}", f"{r['RssFile']:.2f}"]
+            for name, r in runs]  # fmt: skip
     body += (
         f"\n\nTraining runs, {args.preset} preset, batch {args.batch}, {args.steps} timed steps after 3 warm-up "
         "steps, fp32, each in a fresh process:\n\n"
     )
-    body += table(["run", "samples/s", "vs reference", "data wait", "peak RSS GiB", "RssAnon GiB at end",
-                   "RssFile GiB at end"], rows)  # fmt: skip
-    publish(f"Data throughput and data waiting: {Path(store_path).name}", body, args.append)
+    body += table(["run", "samples/s", "vs reference", "data wait", "peak PSS of all processes GiB",
+                   "main process peak RSS GiB", "RssAnon GiB at end", "RssFile GiB at end"], rows)  # fmt: skip
+    publish(f"Data throughput and data waiting: {source}", body, args.append)
 
 
 if __name__ == "__main__":

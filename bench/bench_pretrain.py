@@ -11,6 +11,7 @@ tokens only) / the matmul peak measured in the same run at the same precision.
     python bench/bench_pretrain.py --presets cpu tiny small base --append BENCHMARKS.md
     python bench/bench_pretrain.py --presets small --batch 16 32 64 --no-reference   # batch sweep
     python bench/bench_pretrain.py --presets tiny --compile --fused-adamw             # levers
+    python bench/bench_pretrain.py --presets tiny --padded --no-reference             # without row grouping
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ FS, SEGMENT = 100.0, 1000
 
 
 def measure_one(implementation: str, preset: str, precision: str, batch: int, steps: int, device: str,
-                compile_model: bool = False, fused_adamw: bool = False) -> dict:  # fmt: skip
+                compile_model: bool = False, fused_adamw: bool = False, padded: bool = False) -> dict:  # fmt: skip
     """Time ``steps`` training steps after warm-up steps; runs in a fresh process."""
     config = resolve({"data": {"store": "synthetic"}, "model": {"preset": preset}, "train": {"batch_size": batch}})
     torch.manual_seed(0)
     model = (CoReECG(config) if implementation == "coreecg" else PlainCoReECG.like(config)).to(device)
+    if padded:
+        model.encoder.group_rows = False
     fused = fused_adamw or device != "cpu"
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-4, fused=fused)
     forward = torch.compile(model, dynamic=True) if compile_model else model
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="coreecg only (no reference rows)")
     parser.add_argument("--compile", action="store_true", help="lever: torch.compile the model")
     parser.add_argument("--fused-adamw", action="store_true", help="lever: fused AdamW also on CPU")
+    parser.add_argument("--padded", action="store_true", help="lever off: pad rows instead of grouping them (CPU)")
     parser.add_argument("--append", help="append the section to this Markdown file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,7 +128,7 @@ def main() -> None:
                 common = {"preset": preset, "precision": precision, "batch": batch, "steps": args.steps,
                           "device": args.device}  # fmt: skip
                 r = run_isolated(implementation="coreecg", compile_model=args.compile, fused_adamw=args.fused_adamw,
-                                 **common)  # fmt: skip
+                                 padded=args.padded, **common)  # fmt: skip
                 ref = None if args.no_reference else run_isolated(implementation="reference", **common)
                 mfu = r["achieved_flops"] / peaks[precision]
                 rows.append([
@@ -136,7 +140,8 @@ def main() -> None:
                 ])  # fmt: skip
                 print(rows[-1], file=sys.stderr)
     peak_text = ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
-    levers = [name for name, on in (("torch.compile", args.compile), ("fused AdamW", args.fused_adamw)) if on]
+    levers = [name for name, on in (("torch.compile", args.compile), ("fused AdamW", args.fused_adamw),
+                                    ("padded rows instead of grouped", args.padded)) if on]  # fmt: skip
     body = (
         f"Device: {args.device}. Measured matmul peak (2048² matrices): {peak_text}. 5 s crops, patch 25, "
         "STDM (time 0.5, lead 0.2), both losses, conditioning on; synthetic 10 s segments at 100 Hz. "

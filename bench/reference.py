@@ -251,4 +251,4 @@ def plain_step(model: PlainCoReECG, optimizer: torch.optim.Optimizer, signals, t
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())

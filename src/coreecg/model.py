@@ -189,6 +189,7 @@ class ECGEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(d)
         self.global_norm = nn.LayerNorm(d)
+        self.group_rows: bool | None = None  # default of forward's ``group_rows`` (None: on CPU only)
         self.apply(_init_weights)
         nn.init.xavier_uniform_(self.patch_embed.weight)  # content on the scale of the embeddings (as MAE)
         nn.init.normal_(self.lead_embed, std=0.02)
@@ -223,7 +224,7 @@ class ECGEncoder(nn.Module):
         for row, count in enumerate(count_list):
             groups.setdefault(count, []).append(row)
         if group_rows is None:
-            group_rows = x.device.type == "cpu"
+            group_rows = self.group_rows if self.group_rows is not None else x.device.type == "cpu"
         if len(groups) == 1 or not group_rows or len(groups) > MAX_ROW_GROUPS:
             tokens = self._encode_rows(patches, index, n_time, None if len(groups) == 1 else valid)
         else:
