@@ -106,8 +106,13 @@ def test_evaluation_doc_lists_every_benchmark_key():
 
 def test_repository_benchmark_configs_load():
     from coreecg.evaluation.benchmark import grid, load_benchmark_config
+    from coreecg.pretrain.config import load_pretrain_config
 
     for path in sorted((ROOT / "configs/benchmark").glob("*.yaml")):
         config = load_benchmark_config(str(path), ["store=somewhere"])
         assert config.test is None, f"{path.name}: the test part must stay unset in the repository"
         assert grid(config)
+        for name, method in config.methods.items():
+            if method.pretrain:  # the pretraining each method names resolves, with its overrides
+                pretrain = load_pretrain_config(str(ROOT / method.pretrain), [*method.overrides, "data.store=somewhere"])
+                assert pretrain.train.steps > 0, f"{path.name}: {name}"
