@@ -114,5 +114,7 @@ def test_repository_benchmark_configs_load():
         assert grid(config)
         for name, method in config.methods.items():
             if method.pretrain:  # the pretraining each method names resolves, with its overrides
-                pretrain = load_pretrain_config(str(ROOT / method.pretrain), [*method.overrides, "data.store=somewhere"])
+                pretrain = load_pretrain_config(
+                    str(ROOT / method.pretrain), [*method.overrides, "data.store=somewhere"]
+                )
                 assert pretrain.train.steps > 0, f"{path.name}: {name}"
