@@ -288,6 +288,7 @@ class Trainer:
         batches = _TimedIterator(self._loader())
         window: dict[str, float] = {}
         window_steps, window_start, started = 0, time.perf_counter(), time.perf_counter()
+        first_step = self.step  # elapsed_s counts from here, also after a resume
         last: dict = {}
         self.model.train()
         try:
@@ -313,7 +314,7 @@ class Trainer:
                         last.update(self.evaluate_probe())
                     if main:
                         _record(metrics, writer, last)
-                        self._report(progress, last, end)
+                        self._report(progress, last, end, self.step - first_step)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
                 if self.step % t.checkpoint_every == 0 or done:
                     self.save()
@@ -343,13 +344,13 @@ class Trainer:
             write_json(os.path.join(self.run_dir, "summary.json"), summary)
         return RunResult(self.step, finished, last)
 
-    def _report(self, progress, last: dict, end: int) -> None:
+    def _report(self, progress, last: dict, end: int, steps_done: int) -> None:
         shown = {k: last[k] for k in ("loss", "rec", "con", "probe_auroc") if k in last}
         text = " ".join(f"{k} {v:.4f}" for k, v in shown.items())
         if progress is not None:
             progress.set_postfix_str(f"{text} | {last['samples_per_s']:.0f} samples/s")
         else:
-            remaining = (end - self.step) * last["elapsed_s"] / max(1, self.step)
+            remaining = (end - self.step) * last["elapsed_s"] / max(1, steps_done)
             self.log(f"step {self.step}/{end} {text} | {last['samples_per_s']:.0f} samples/s, "
                      f"data wait {100 * last['data_wait']:.1f} %, "
                      f"elapsed {last['elapsed_s']:.0f} s, ETA {remaining:.0f} s")  # fmt: skip
