@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inputs import synthetic_inputs
+from inputs import store_paths, synthetic_inputs
 from reference import PlainCoReECG, ViewSettings, WfdbViewsDataset, batch_views, plain_step
 from report import publish, table
 
@@ -69,13 +68,6 @@ def pipeline_rate(batches, make, seconds: float) -> float:
     while time.perf_counter() - start < seconds:
         done += make(next(iterator))
     return done / (time.perf_counter() - start)
-
-
-def store_paths(store: Store, wfdb_root: str | None) -> list[str]:
-    """WFDB paths (no extension) of the store's records, re-rooted at ``wfdb_root`` when given."""
-    prepared_root = store.manifest["source"]["root"]
-    return [os.path.join(wfdb_root or prepared_root, os.path.relpath(os.path.splitext(p)[0], prepared_root))
-            for p in store.records["path"]]  # fmt: skip
 
 
 def config_for(store: str, preset: str, batch: int, steps: int, workers: int):
@@ -184,7 +176,7 @@ def main() -> None:
     if args.store:
         store_path, source = args.store, f"store {args.store}"
     else:
-        store_path = synthetic_inputs(args.work, args.records)[1]
+        store_path = synthetic_inputs(args.work, args.records)
         source = f"{args.records} synthetic 10 s records at 100 Hz"
     store = Store(store_path)
     paths = store_paths(store, args.wfdb_root)

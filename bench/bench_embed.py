@@ -8,7 +8,8 @@
   the same embeddings and prints the largest difference.
 
 Synthetic records by default (written as WFDB and prepared as a store under ``--work``); with
-``--store`` and ``--wfdb`` the real ones (the records the store was prepared from, for the reference).
+``--store`` the real ones (the reference reads the WFDB files the store was prepared from; ``--wfdb-root``
+says where they are on this machine).
 MFU = forward matmul FLOPs (``flops.py``) per second / the measured fp32 matmul peak.
 
     python bench/bench_embed.py --presets cpu tiny --append BENCHMARKS.md
@@ -30,7 +31,7 @@ import wfdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flops import encoder_flops, matmul_peak
-from inputs import synthetic_inputs
+from inputs import store_paths, synthetic_inputs
 from reference import PlainEncoder
 from report import publish, table
 
@@ -85,18 +86,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[None], help="records per batch (default: library's)")
     parser.add_argument("--records", type=int, default=256, help="synthetic records (default input)")
     parser.add_argument("--store", help="a prepared store instead of synthetic records")
-    parser.add_argument("--wfdb", nargs="+", help="WFDB record paths (no extension) of the store's records, same order")
+    parser.add_argument("--wfdb-root", help="where the store's WFDB records are on this machine")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "coreecg-bench-inputs"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--append")
     args = parser.parse_args()
     if args.store:
-        store, paths = Store(args.store), args.wfdb or []
-        source = f"store {args.store}"
+        store, source = Store(args.store), f"store {args.store}"
     else:
-        paths, store_path = synthetic_inputs(args.work, args.records)
-        store, source = Store(store_path), f"{args.records} synthetic 10 s records at 100 Hz"
+        store = Store(synthetic_inputs(args.work, args.records))
+        source = f"{args.records} synthetic 10 s records at 100 Hz"
+    paths = store_paths(store, args.wfdb_root)
     rows = np.arange(store.n_records)
     seconds = float(store.records["duration_s"].mean()) if "duration_s" in store.records else 10.0
     peak = matmul_peak(torch.float32)
@@ -105,7 +106,7 @@ def main() -> None:
     for preset in args.presets:
         encoder = random_encoder(preset, store, crop_seconds=5.0, seed=0)
         crop = encoder.crop_samples
-        windows_per_record = -(-store.config.segment_samples // crop)
+        windows_per_record = windows_to_cover(store.config.segment_samples, crop)
         config = encoder.encoder.config
         flops = windows_per_record * encoder_flops(config, N_LEADS * crop // config.patch)
         for batch in args.batch:
@@ -113,7 +114,7 @@ def main() -> None:
             seconds_core, ours = timed(lambda: record_embeddings(encoder, store, rows, **extra), args.repeats)  # noqa: B023
             rate = len(rows) / seconds_core
             ref_rate, difference = None, None
-            if not args.no_reference and paths:
+            if not args.no_reference:
                 plain = PlainEncoder(encoder.encoder.config)
                 plain.load_state_dict(encoder.encoder.state_dict())
                 plain.eval()

@@ -15,7 +15,6 @@ Page cache is warm for both (each method reads once before timing).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from inputs import store_paths
 from report import publish, table
 
 from coreecg.dataset import StoreDataset
@@ -89,12 +89,7 @@ def main() -> None:
             count += len(batch["signal"])
         return count
 
-    # records.csv holds each header's path on the machine that prepared the store; re-root it here.
-    prepared_root = store.manifest["source"]["root"]
-    paths = [
-        os.path.join(args.records_root, os.path.relpath(os.path.splitext(p)[0], prepared_root))
-        for p in store.records["path"]
-    ]
+    paths = store_paths(store, args.records_root)
 
     def wfdb_per_item() -> int:
         for i in rng.integers(0, len(paths), 200):

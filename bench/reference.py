@@ -24,9 +24,7 @@ from torch.utils.data import Dataset
 
 from coreecg.leads import N_LEADS
 from coreecg.losses import info_nce, masked_mse, normalize_patches
-from coreecg.model import DecoderConfig, EncoderConfig, crop_samples, sincos_embedding
-
-TIME_EMBED_SCALE = 0.1  # as coreecg.model
+from coreecg.model import TIME_EMBED_SCALE, DecoderConfig, EncoderConfig, crop_samples, sincos_embedding
 
 
 class PlainAttention(nn.Module):

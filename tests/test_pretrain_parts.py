@@ -163,16 +163,17 @@ def test_encoder_ignores_padding_and_invisible_content(group_rows):
     """Rows with fewer visible tokens are padded (or grouped apart); g must not depend on that or on masked data."""
     torch.manual_seed(6)
     encoder = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=2, heads=2)).eval()
+    encoder.group_rows = group_rows
     x = torch.randn(2, 12, 250)
     visible = torch.zeros(2, 12, 10, dtype=torch.bool)
     visible[0, :3, :5] = True  # 15 tokens
     visible[1, :, :] = True  # 120 tokens: row 0 is padded to 120
-    together = encoder(x, visible, group_rows=group_rows).g
+    together = encoder(x, visible).g
     alone = encoder(x[:1], visible[:1]).g
     assert torch.allclose(together[0], alone[0], atol=1e-5)
     scrambled = x.clone()
     scrambled[0, 5:] = torch.randn(7, 250)  # leads that row 0 does not see
-    assert torch.allclose(encoder(scrambled, visible, group_rows=group_rows).g[0], together[0], atol=1e-5)
+    assert torch.allclose(encoder(scrambled, visible).g[0], together[0], atol=1e-5)
 
 
 def test_grouping_rows_by_visible_count_changes_nothing_but_speed():
@@ -187,7 +188,8 @@ def test_grouping_rows_by_visible_count_changes_nothing_but_speed():
     results = []
     for group_rows in (True, False):
         encoder.zero_grad()
-        out = encoder(x, visible, group_rows=group_rows)
+        encoder.group_rows = group_rows
+        out = encoder(x, visible)
         (out.g.square().sum() + (out.tokens * out.valid[..., None]).sum()).backward()
         results.append((out, [p.grad.clone() for p in encoder.parameters()]))
     (grouped, grads_grouped), (padded, grads_padded) = results

@@ -189,7 +189,7 @@ class ECGEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(d)
         self.global_norm = nn.LayerNorm(d)
-        self.group_rows: bool | None = None  # default of forward's ``group_rows`` (None: on CPU only)
+        self.group_rows: bool | None = None  # see forward; None: on CPU only
         self.apply(_init_weights)
         nn.init.xavier_uniform_(self.patch_embed.weight)  # content on the scale of the embeddings (as MAE)
         nn.init.normal_(self.lead_embed, std=0.02)
@@ -198,10 +198,10 @@ class ECGEncoder(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
-    def forward(self, x: torch.Tensor, visible: torch.Tensor, group_rows: bool | None = None) -> Encoded:
+    def forward(self, x: torch.Tensor, visible: torch.Tensor) -> Encoded:
         """Encode the visible patches of ``x`` (B × 12 × T); ``visible`` is B × 12 × N.
 
-        ``group_rows`` (default: on CPU) encodes rows of equal visible count together, so no row is
+        ``self.group_rows`` (default: on CPU) encodes rows of equal visible count together, so no row is
         padded and attention needs no mask; under STDM a batch has a handful of distinct counts
         (multiples of the visible time positions) and padding to the longest wastes about 20 % of the
         encoder's work. On CUDA one padded batch is kept (fewer, larger kernels). Same result either way.
@@ -223,8 +223,7 @@ class ECGEncoder(nn.Module):
         groups: dict[int, list[int]] = {}
         for row, count in enumerate(count_list):
             groups.setdefault(count, []).append(row)
-        if group_rows is None:
-            group_rows = self.group_rows if self.group_rows is not None else x.device.type == "cpu"
+        group_rows = self.group_rows if self.group_rows is not None else x.device.type == "cpu"
         if len(groups) == 1 or not group_rows or len(groups) > MAX_ROW_GROUPS:
             tokens = self._encode_rows(patches, index, n_time, None if len(groups) == 1 else valid)
         else:
