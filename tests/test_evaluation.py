@@ -17,7 +17,7 @@ from coreecg.evaluation.benchmark import load_benchmark_config, run_benchmark
 from coreecg.evaluation.classifier import load_classifier, predict_folder, predict_store
 from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
-from coreecg.evaluation.probe import fit_probe, probe_selection
+from coreecg.evaluation.probe import fit_logistic, fit_probe, probe_selection
 from coreecg.evaluation.selection import Part, parse_part, select
 from coreecg.optim import layer_decay_groups
 from coreecg.prepare import prepare_store
@@ -97,6 +97,29 @@ def test_probe_separates_a_planted_signal_and_picks_c_on_validation():
     from coreecg.metrics import macro_auroc
 
     assert macro_auroc(y[300:], fit.probe.scores(x[300:])).value > 0.93
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.1, 10.0])
+def test_newton_probe_reaches_scikit_learns_optimum(c):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8))
+    y = np.stack([x[:, 0] + rng.normal(size=300) > 0, x[:, 1] - x[:, 2] + rng.normal(size=300) > 2], 1).astype(int)
+    ours = fit_logistic(x, y, c)
+    for j in range(y.shape[1]):
+        reference = LogisticRegression(C=c, tol=1e-12, max_iter=100_000).fit(x, y[:, j])
+        expected = np.r_[reference.coef_[0], reference.intercept_[0]]
+        np.testing.assert_allclose(ours[j], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_probe_scores_a_class_without_positives_by_its_prior():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    y = np.stack([x[:, 0] > 0, np.zeros(200, bool)], 1).astype(int)
+    fit = fit_probe(x[:150], y[:150], x[150:], y[150:], ["a", "never"], cs=(0.1, 1.0))
+    assert fit.constant_classes == ["never"]
+    assert np.all(fit.probe.scores(x[150:])[:, 1] < 1e-5) and np.all(fit.probe.coef[1] == 0)
 
 
 def test_test_labels_cannot_change_probe_choices(store, encoder):
