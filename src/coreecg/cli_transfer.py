@@ -57,7 +57,7 @@ def _add_probe(commands) -> None:
     )
     _add_encoder_source(parser)
     _add_selection(parser)
-    parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 10 in half decades)")
+    parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 1000 in half decades)")
 
 
 def _add_finetune(commands) -> None:
