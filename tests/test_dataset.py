@@ -113,3 +113,30 @@ def test_concat_refuses_different_settings(tmp_path, cinc_store):
     with pytest.raises(StoreError, match=r"band_high: 40\.0 vs 30\.0"):
         concat_datasets([a, b])
     assert len(concat_datasets([a, StoreDataset(str(cinc_store))])) == 2 * len(a)
+
+
+def test_training_warms_the_page_cache_for_its_shards_only_when_they_fit(ptbxl_store, monkeypatch):
+    advised: list[tuple[str, int]] = []
+    real_open = __import__("os").open
+    opened: dict[int, str] = {}
+
+    def spy_open(path, flags, *args):
+        descriptor = real_open(path, flags, *args)
+        opened[descriptor] = str(path)
+        return descriptor
+
+    monkeypatch.setattr("coreecg.store.os.open", spy_open)
+
+    def spy_fadvise(descriptor, offset, length, advice):
+        advised.append((opened[descriptor], advice))
+
+    monkeypatch.setattr("coreecg.store.os.posix_fadvise", spy_fadvise, raising=False)
+    store = Store(str(ptbxl_store))
+    StoreDataset(store, mode="eval", crop_seconds=2.5)
+    assert advised == []  # evaluation reads records in order: no hint needed
+    val = StoreDataset(store, crop_seconds=2.5, splits=["val"])
+    shards = {store.shard_names[s] for s in np.unique(store.segment_shard[val.segments])}
+    assert {path.split("/")[-2] for path, _ in advised} == shards
+    assert all(path.endswith("signals.npy") for path, _ in advised)
+    advised.clear()
+    assert store.prefetch(memory_share=1e-12) is False and advised == []  # too big for memory: no hint

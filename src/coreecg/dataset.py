@@ -106,6 +106,8 @@ class StoreDataset(Dataset):
         self.segments = np.flatnonzero(keep[self.store.segment_record]).astype(np.int64)
         if len(self.segments) == 0:
             raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
+        if mode == "train":  # random crops: warm the page cache instead of faulting page by page
+            self.store.prefetch(np.unique(self.store.segment_shard[self.segments]))
         self.record_std = self.store.record_std
         if not lead_keep.all():
             self.record_std = self._std_over_kept_leads()
