@@ -71,6 +71,39 @@ def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_more_records(
     assert bootstrap_intervals(small_y, [small_s], [t], replicates=300, seed=0) == small  # seeded
 
 
+def _materialized_bootstrap(labels, score_sets, threshold_sets, replicates, seed):
+    """The plain way: build every resample and score it with the column functions (the same draws)."""
+    rng = np.random.default_rng(seed)
+    draws = {"auroc": [], "auprc": [], "f1": []}
+    for _ in range(replicates):
+        rows = rng.integers(0, len(labels), len(labels))
+        y = labels[rows].astype(bool)
+        for name, metric in (
+            ("auroc", lambda y, s, t: auroc_columns(y, s)),
+            ("auprc", lambda y, s, t: average_precision_columns(y, s)),
+            ("f1", f1_columns),
+        ):
+            values = []
+            for s, t in zip(score_sets, threshold_sets, strict=True):
+                column = metric(y, s[rows], t)
+                values.append(np.nanmean(column) if (~np.isnan(column)).any() else np.nan)
+            if not np.isnan(values).any():
+                draws[name].append(np.mean(values))
+    return {name: (np.percentile(v, 2.5), np.percentile(v, 97.5)) for name, v in draws.items()}
+
+
+def test_bootstrap_from_counts_equals_scoring_materialized_resamples():
+    labels, scores = _labels_and_scores(3, n=120, ties=True)
+    labels[:, 0] = 0
+    labels[:3, 0] = 1  # a rare class: undefined in many resamples
+    other = np.round(scores[::-1] * 4) / 4  # a second "seed" with heavy ties
+    thresholds = [np.full(labels.shape[1], 0.5), np.full(labels.shape[1], 0.25)]
+    fast = bootstrap_intervals(labels, [scores, other], thresholds, replicates=200, seed=3)
+    plain = _materialized_bootstrap(labels, [scores, other], thresholds, 200, 3)
+    for name in ("auroc", "auprc", "f1"):
+        assert fast[name] == pytest.approx(plain[name], abs=1e-12), name
+
+
 def test_score_reports_every_metric_per_class():
     labels, scores = _labels_and_scores(5)
     result = score(labels, scores, tune_thresholds(labels, scores), [f"c{j}" for j in range(6)], replicates=50)
