@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_concat_refuses_different_settings(tmp_path, cinc_store):
 
 def test_training_warms_the_page_cache_for_its_shards_only_when_they_fit(ptbxl_store, monkeypatch):
     advised: list[tuple[str, int]] = []
-    real_open = __import__("os").open
+    real_open = os.open
     opened: dict[int, str] = {}
 
     def spy_open(path, flags, *args):

@@ -79,9 +79,15 @@ def tune_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return thresholds
 
 
-def _macro(values: np.ndarray) -> float:
-    defined = values[~np.isnan(values)]
-    return float(defined.mean()) if len(defined) else float("nan")
+def _macro(values: np.ndarray):
+    """Mean over classes (the last axis) of the defined values; NaN where none is defined.
+
+    A float for one row of classes, an array for a stack of rows (bootstrap resamples).
+    """
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(defined, values, 0.0).sum(-1) / defined.sum(-1)
+    return float(means) if np.ndim(means) == 0 else means
 
 
 @dataclass(frozen=True)
@@ -134,13 +140,6 @@ class _SortedColumn:
         return np.where(defined, auroc, np.nan), np.where(defined, ap, np.nan)
 
 
-def _nan_mean_rows(values: np.ndarray) -> np.ndarray:
-    """Mean over classes (columns) of the defined values; NaN for a row with none."""
-    defined = ~np.isnan(values)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(defined, values, 0.0).sum(1) / defined.sum(1)
-
-
 def bootstrap_intervals(
     labels: np.ndarray,
     score_sets: Sequence[np.ndarray],
@@ -172,12 +171,12 @@ def bootstrap_intervals(
         per_set: dict[str, list[np.ndarray]] = {name: [] for name in MACRO_METRICS}
         for set_columns, set_called in zip(columns, called, strict=True):
             pairs = [column.metrics(counts) for column in set_columns]
-            per_set["auroc"].append(_nan_mean_rows(np.stack([a for a, _ in pairs], 1)))
-            per_set["auprc"].append(_nan_mean_rows(np.stack([p for _, p in pairs], 1)))
+            per_set["auroc"].append(_macro(np.stack([a for a, _ in pairs], 1)))
+            per_set["auprc"].append(_macro(np.stack([p for _, p in pairs], 1)))
             tp, calls = counts @ (set_called & labels), counts @ set_called
             with np.errstate(invalid="ignore", divide="ignore"):
                 f1 = np.where(positives > 0, 2.0 * tp / (calls + positives), np.nan)
-            per_set["f1"].append(_nan_mean_rows(f1))
+            per_set["f1"].append(_macro(f1))
         for name, values in per_set.items():
             stacked = np.stack(values)  # sets × resamples
             keep = ~np.isnan(stacked).any(0)
