@@ -151,6 +151,55 @@ def test_fda_moves_important_bins_least():
     assert change[peak] < 0.05 < float(change[w < 0.2].median())
 
 
+def _pulse_batch(batch: int = 16, length: int = 500) -> torch.Tensor:
+    """One narrow Gaussian pulse mid-crop in every lead: a QRS-like event with energy up to ~15 Hz."""
+    n = torch.arange(length, dtype=torch.float32)
+    pulse = torch.exp(-0.5 * ((n - length // 2) / 3.0) ** 2)
+    return pulse.expand(batch, 12, length).clone()
+
+
+def _change_near_pulse(smooth_bins: int, phase_scale: float = 1.0) -> float:
+    """Share of the energy FDA adds or removes that lies within ±0.6 s of the pulse (100 Hz)."""
+    x = _pulse_batch()
+    mask = torch.ones(16, 12, dtype=torch.bool)
+    out = frequency_dynamic_augmentation(
+        x, mask, strength_max=1.0, drop_rate=0.2, strength=torch.ones(16),
+        generator=torch.Generator().manual_seed(7), smooth_bins=smooth_bins, phase_scale=phase_scale,
+    )  # fmt: skip
+    change = (out - x).pow(2).sum((0, 1))
+    return float(change[250 - 60 : 250 + 60].sum() / change.sum())
+
+
+def test_smooth_fda_changes_waves_where_they_are():
+    """Independent per-bin draws spread a pulse's change over the crop; 5 Hz-smooth draws keep it near."""
+    independent, smooth = _change_near_pulse(0), _change_near_pulse(25)  # 25 bins of 0.2 Hz = 5 Hz
+    assert independent < 0.5 < 0.9 < smooth
+
+
+def test_gain_only_fda_moves_no_wave():
+    """Without phase shifts the filter is zero-phase: a pulse symmetric about its centre stays symmetric."""
+    x = _pulse_batch(length=501)
+    mask = torch.ones(16, 12, dtype=torch.bool)
+    out = frequency_dynamic_augmentation(
+        torch.roll(x, -250, -1), mask, 1.0, 0.2, strength=torch.ones(16), phase_scale=0.0, smooth_bins=5
+    )
+    centred = torch.roll(out, 250, -1)
+    assert not torch.allclose(centred, x, atol=1e-3)
+    assert torch.allclose(centred, centred.flip(-1), atol=1e-5)
+
+
+def test_smooth_draws_are_interpolated_between_control_bins():
+    from coreecg.augment import _across_bins, _normal
+
+    g = torch.Generator().manual_seed(8)
+    smooth = _across_bins(_normal, 3, 251, 25, "cpu", g, smooth=True)
+    held = _across_bins(_normal, 3, 251, 25, "cpu", g, smooth=False)
+    assert smooth.shape == held.shape == (3, 251)
+    segment = smooth[:, 25:51]
+    assert torch.allclose(segment.diff(n=2, dim=1), torch.zeros(3, 24), atol=1e-5)  # linear between knots
+    assert (held[:, :25] == held[:, :1]).all() and not (held[:, 25] == held[:, 0]).all()
+
+
 def test_random_crop_takes_contiguous_windows():
     x = torch.arange(1000.0).expand(4, 12, 1000).clone()
     out = random_crop(x, 300, generator=torch.Generator().manual_seed(5))

@@ -35,6 +35,30 @@ def frequency_importance(spectrum: torch.Tensor, lead_mask: torch.Tensor) -> tor
     return amplitude / amplitude.amax(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _across_bins(
+    draw, b: int, n_bins: int, spacing: int, device, generator: torch.Generator | None, smooth: bool
+) -> torch.Tensor:
+    """A B × F draw, independent per bin (``spacing`` ≤ 1) or made at every ``spacing``-th bin.
+
+    Between those control bins the values are linearly interpolated (``smooth``) or held (for drop
+    decisions, which are yes/no): the draw then varies slowly across frequency.
+    """
+    if spacing <= 1:
+        return draw((b, n_bins), device, generator)
+    n_control = -(-(n_bins - 1) // spacing) + 1
+    control = draw((b, n_control), device, generator)
+    if not smooth:
+        return control.repeat_interleave(spacing, dim=1)[:, :n_bins]
+    span = (n_control - 1) * spacing + 1
+    return torch.nn.functional.interpolate(control[:, None], size=span, mode="linear", align_corners=True)[
+        :, 0, :n_bins
+    ]
+
+
+def _normal(shape, device, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(shape, device=device, generator=generator)
+
+
 def frequency_dynamic_augmentation(
     x: torch.Tensor,
     lead_mask: torch.Tensor,
@@ -42,14 +66,22 @@ def frequency_dynamic_augmentation(
     drop_rate: float = 0.0,
     strength: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    smooth_bins: int = 0,
+    phase_scale: float = 1.0,
 ) -> torch.Tensor:
     """FDA (DESIGN §1.3): perturb each frequency bin in proportion to how unimportant it is.
 
     Per sample a strength ``s ~ U(0, strength_max)`` (or the given ``strength``, shape B). Bin k gets
-    gain ``max(0, 1 + s·(1 − w_k)·ε_k)``, phase shift ``s·(1 − w_k)·π·δ_k`` and is dropped with
-    probability ``drop_rate·s·(1 − w_k)``; ε ~ N(0, 1), δ ~ U(−1, 1). One draw per sample and bin is
-    shared by all leads, so linear lead relations (III = II − I, …) survive. The DC bin (and the
-    Nyquist bin's phase) is kept, and strength 0 is exactly the identity.
+    gain ``max(0, 1 + s·(1 − w_k)·ε_k)``, phase shift ``phase_scale·s·(1 − w_k)·π·δ_k`` and is
+    dropped with probability ``drop_rate·s·(1 − w_k)``; ε ~ N(0, 1), δ ~ U(−1, 1). One draw per
+    sample and bin is shared by all leads, so linear lead relations (III = II − I, …) survive. The
+    DC bin (and the Nyquist bin's phase) is kept, and strength 0 is exactly the identity.
+
+    With ``smooth_bins`` > 1, ε, δ and the drops are drawn every ``smooth_bins`` bins and
+    interpolated between: the perturbation is then a filter whose impulse response lasts about
+    ``T / smooth_bins`` samples, so it reshapes waves where they are instead of spreading each
+    bin's change over the whole crop (independent draws turn QRS energy into baseline activity
+    that looks like fibrillation). ``phase_scale`` 0 keeps every wave in place (gain only).
     """
     b, _, t = x.shape
     work = x.float()
@@ -59,13 +91,13 @@ def frequency_dynamic_augmentation(
     if strength is None:
         strength = _uniform(b, x.device, generator) * strength_max
     s = strength.to(work.dtype)[:, None] * (1.0 - w)  # B × F
-    eps = torch.randn(b, n_bins, device=x.device, generator=generator)
-    delta = _uniform((b, n_bins), x.device, generator) * 2.0 - 1.0
+    eps = _across_bins(_normal, b, n_bins, smooth_bins, x.device, generator, smooth=True)
+    delta = _across_bins(_uniform, b, n_bins, smooth_bins, x.device, generator, smooth=True) * 2.0 - 1.0
     gain = (1.0 + s * eps).clamp_min(0.0)
     if drop_rate > 0:
-        dropped = _uniform((b, n_bins), x.device, generator) < drop_rate * s
-        gain = gain.masked_fill(dropped, 0.0)
-    phase = s * math.pi * delta
+        chance = _across_bins(_uniform, b, n_bins, smooth_bins, x.device, generator, smooth=False)
+        gain = gain.masked_fill(chance < drop_rate * s, 0.0)
+    phase = s * (phase_scale * math.pi) * delta
     gain[:, 0], phase[:, 0] = 1.0, 0.0
     if t % 2 == 0:
         phase[:, -1] = 0.0  # the Nyquist bin of a real signal has no phase to shift

@@ -63,6 +63,8 @@ class AugmentSection:
     fda: bool = True
     fda_strength: float = 0.5
     fda_drop: float = 0.2
+    fda_smooth_hz: float = 0.0  # 0: independent draws per bin (DESIGN §1.3 as written)
+    fda_phase: float = 1.0  # scales the phase shift; 0 is a gain-only FDA
     time_scale: float = 0.2
     time_noise: float = 0.05
     time_wander: float = 0.1
@@ -167,6 +169,8 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     need(a.fda_strength >= 0, f"augment.fda_strength must be >= 0, got {a.fda_strength}")
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
+    need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")
+    need(0 <= a.fda_phase <= 1, f"augment.fda_phase must be in [0, 1], got {a.fda_phase}")
     need(k.mode in MASK_MODES, f"mask.mode {k.mode!r} is not one of {', '.join(MASK_MODES)}")
     need(0 <= k.time_ratio < 1, f"mask.time_ratio must be in [0, 1), got {k.time_ratio}")
     need(0 <= k.lead_probability <= 1, f"mask.lead_probability must be in [0, 1], got {k.lead_probability}")

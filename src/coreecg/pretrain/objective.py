@@ -37,7 +37,14 @@ def make_views(signal: torch.Tensor, lead_mask: torch.Tensor, config: PretrainCo
     for _ in range(2):
         target = random_crop(signal, crop)
         if aug.fda:
-            augmented = frequency_dynamic_augmentation(target, lead_mask, aug.fda_strength, aug.fda_drop)
+            augmented = frequency_dynamic_augmentation(
+                target,
+                lead_mask,
+                aug.fda_strength,
+                aug.fda_drop,
+                smooth_bins=round(aug.fda_smooth_hz * crop / fs),  # bins are fs / crop Hz apart
+                phase_scale=aug.fda_phase,
+            )
         else:
             augmented = time_domain_augmentation(
                 target, lead_mask, fs, scale=aug.time_scale, noise=aug.time_noise, wander=aug.time_wander
