@@ -279,6 +279,10 @@ def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tm
     runs = list((tmp_path / "out" / "pretrain").iterdir())
     assert len(runs) == 1 and (runs[0] / "encoder" / "model.safetensors").is_file()
     assert "test" not in results["cells"][f"core__probe__all__{TASK}__f1__s0"]
+    # Editing the pretraining file changes no benchmark setting, but the kept cells came from the old encoder.
+    pretrain_yaml.write_text(pretrain_yaml.read_text().replace("steps: 2", "steps: 3"))
+    with pytest.raises(ValueError, match=r"methods\.core's encoder: pretrain pretrain-\w+ -> pretrain pretrain-"):
+        run_benchmark(load_benchmark_config(str(path)), str(tmp_path / "out"), log=quiet)
 
 
 def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):

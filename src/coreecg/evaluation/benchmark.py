@@ -161,11 +161,7 @@ class Benchmark:
         return None if value == ALL_LEADS else value
 
     def pretrain_dir(self, method: MethodSpec) -> str:
-        """Runs are keyed by config file content and overrides, so equal requests share one run."""
-        with open(method.pretrain, "rb") as handle:
-            digest = hashlib.sha256(handle.read() + json.dumps(method.overrides).encode()).hexdigest()[:10]
-        stem = os.path.splitext(os.path.basename(method.pretrain))[0]
-        return os.path.join(self.out, "pretrain", f"{stem}-{digest}")
+        return os.path.join(self.out, "pretrain", pretrain_key(method))
 
     def encoder(self, name: str, seed: int) -> PretrainedEncoder:
         method = self.config.methods[name]
@@ -298,7 +294,32 @@ class Benchmark:
         return out
 
 
-GROWABLE = ("tasks", "fractions", "seeds", "methods", "lead_sets")  # may gain entries between runs
+def pretrain_key(method: MethodSpec) -> str:
+    """Runs are keyed by config file content and overrides, so equal requests share one run."""
+    with open(method.pretrain, "rb") as handle:
+        digest = hashlib.sha256(handle.read() + json.dumps(method.overrides).encode()).hexdigest()[:10]
+    stem = os.path.splitext(os.path.basename(method.pretrain))[0]
+    return f"{stem}-{digest}"
+
+
+def encoder_identities(config: BenchmarkConfig) -> dict[str, str]:
+    """What each method's encoder is: its pretraining key (file content included), path or random preset.
+
+    Kept in OUT/config.json, so that editing a pretraining YAML between runs is caught: the method's
+    settings in the benchmark file are unchanged, but its finished cells came from another encoder.
+    """
+    identities = {}
+    for name, method in config.methods.items():
+        if method.pretrain:
+            identities[name] = f"pretrain {pretrain_key(method)}"
+        elif method.encoder:
+            identities[name] = f"encoder {os.path.abspath(os.path.expanduser(method.encoder))}"
+        else:
+            identities[name] = f"random_init {method.random_init}"
+    return identities
+
+
+GROWABLE = ("tasks", "fractions", "seeds", "methods", "lead_sets", "encoders")  # may gain entries between runs
 METHOD_SCOPE = ("protocols", "tasks", "fractions", "lead_sets", "seeds")  # which cells a method runs, not how
 
 
@@ -313,6 +334,9 @@ def changes_that_stale_cells(old: dict, new: dict) -> list[str]:
     for name in set(old.get("lead_sets", {})) & set(new.get("lead_sets", {})):
         if old["lead_sets"][name] != new["lead_sets"][name]:
             changed.append(f"lead_sets.{name}: {old['lead_sets'][name]!r} -> {new['lead_sets'][name]!r}")
+    for name in set(old.get("encoders", {})) & set(new.get("encoders", {})):
+        if old["encoders"][name] != new["encoders"][name]:
+            changed.append(f"methods.{name}'s encoder: {old['encoders'][name]} -> {new['encoders'][name]}")
     for name in set(old.get("methods", {})) & set(new.get("methods", {})):
         a = {k: v for k, v in old["methods"][name].items() if k not in METHOD_SCOPE}
         b = {k: v for k, v in new["methods"][name].items() if k not in METHOD_SCOPE}
@@ -323,11 +347,12 @@ def changes_that_stale_cells(old: dict, new: dict) -> list[str]:
 def run_benchmark(config: BenchmarkConfig, out: str, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the grid into ``out``; refuses to mix cells computed under different settings."""
     config_path = os.path.join(out, "config.json")
+    settings = to_dict(config) | {"encoders": encoder_identities(config)}
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as handle:
-            changed = changes_that_stale_cells(json.load(handle), to_dict(config))
+            changed = changes_that_stale_cells(json.load(handle), settings)
         if changed:
             raise ConfigError(f"{out} holds cells computed with other settings ({'; '.join(changed)}); "
                               "use a new --out folder")  # fmt: skip
-    write_json(config_path, to_dict(config))
+    write_json(config_path, settings)
     return Benchmark(config, out, log).run()
