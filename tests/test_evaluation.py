@@ -269,7 +269,7 @@ def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tm
     )
     methods = {
         "core": {"pretrain": str(pretrain_yaml)},
-        "core-again": {"pretrain": str(pretrain_yaml), "protocols": ["probe"]},
+        "core-again": {"pretrain": str(pretrain_yaml), "overrides": ["train.steps=2"]},  # resolves the same
     }
     path = _write_benchmark(tmp_path, str(ptbxl_store), methods=methods, fractions=[1.0], seeds=[0],
                             lead_sets={"all": "all"}, test=None)  # fmt: skip

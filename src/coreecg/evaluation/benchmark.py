@@ -161,7 +161,7 @@ class Benchmark:
         return None if value == ALL_LEADS else value
 
     def pretrain_dir(self, method: MethodSpec) -> str:
-        return os.path.join(self.out, "pretrain", pretrain_key(method))
+        return os.path.join(self.out, "pretrain", pretrain_key(method, self.store.path))
 
     def encoder(self, name: str, seed: int) -> PretrainedEncoder:
         method = self.config.methods[name]
@@ -175,18 +175,11 @@ class Benchmark:
         return self.encoders[name]
 
     def run_pretraining(self, method: MethodSpec) -> str:
-        from coreecg.pretrain.config import load_pretrain_config
         from coreecg.pretrain.loop import pretrain
 
         run_dir = self.pretrain_dir(method)
         if not os.path.isfile(os.path.join(run_dir, "summary.json")):
-            overrides = list(method.overrides)
-            named = read_yaml(method.pretrain).get("data", {}).get("store") or any(
-                o.startswith("data.store=") for o in overrides
-            )
-            if not named:  # pretrain on the benchmark's own store (its train split, labels unused)
-                overrides.append(f"data.store={json.dumps(self.store.path)}")
-            config = load_pretrain_config(method.pretrain, overrides)
+            config = pretraining_config(method, self.store.path)
             self.log(f"pretraining {method.pretrain} {' '.join(method.overrides)} into {run_dir}")
             result = pretrain(config, run_dir, log=self.log)
             if not result.finished:
@@ -294,24 +287,37 @@ class Benchmark:
         return out
 
 
-def pretrain_key(method: MethodSpec) -> str:
-    """Runs are keyed by config file content and overrides, so equal requests share one run."""
-    with open(method.pretrain, "rb") as handle:
-        digest = hashlib.sha256(handle.read() + json.dumps(method.overrides).encode()).hexdigest()[:10]
+def pretraining_config(method: MethodSpec, store: str):
+    """The resolved config a method's pretraining runs with: its YAML and overrides, on ``store`` by default."""
+    from coreecg.pretrain.config import load_pretrain_config
+
+    overrides = list(method.overrides)
+    named = read_yaml(method.pretrain).get("data", {}).get("store") or any(
+        o.startswith("data.store=") for o in overrides
+    )
+    if not named:  # pretrain on the benchmark's own store (its train split, labels unused)
+        overrides.append(f"data.store={json.dumps(store)}")
+    return load_pretrain_config(method.pretrain, overrides)
+
+
+def pretrain_key(method: MethodSpec, store: str) -> str:
+    """Runs are keyed by the resolved config, so equal requests share one run and a changed default starts a new one."""
+    resolved = json.dumps(to_dict(pretraining_config(method, store)), sort_keys=True)
     stem = os.path.splitext(os.path.basename(method.pretrain))[0]
-    return f"{stem}-{digest}"
+    return f"{stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
 
 
 def encoder_identities(config: BenchmarkConfig) -> dict[str, str]:
-    """What each method's encoder is: its pretraining key (file content included), path or random preset.
+    """What each method's encoder is: its resolved pretraining config's key, a path, or a random preset.
 
-    Kept in OUT/config.json, so that editing a pretraining YAML between runs is caught: the method's
-    settings in the benchmark file are unchanged, but its finished cells came from another encoder.
+    Kept in OUT/config.json, so that editing a pretraining YAML (or a default it relies on) between
+    runs is caught: the benchmark file is unchanged, but its finished cells came from another encoder.
     """
+    store = os.path.abspath(os.path.expanduser(config.store))
     identities = {}
     for name, method in config.methods.items():
         if method.pretrain:
-            identities[name] = f"pretrain {pretrain_key(method)}"
+            identities[name] = f"pretrain {pretrain_key(method, store)}"
         elif method.encoder:
             identities[name] = f"encoder {os.path.abspath(os.path.expanduser(method.encoder))}"
         else:
