@@ -63,7 +63,7 @@ class AugmentSection:
     fda: bool = True
     fda_strength: float = 0.5
     fda_drop: float = 0.2
-    fda_smooth_hz: float = 0.0  # 0: independent draws per bin (DESIGN §1.3 as written)
+    fda_smooth_hz: float = 5.0  # draws every 5 Hz, interpolated; 0: one per bin (DESIGN §1.3 as written)
     fda_phase: float = 1.0  # scales the phase shift; 0 is a gain-only FDA
     time_scale: float = 0.2
     time_noise: float = 0.05
