@@ -3,6 +3,7 @@ can never influence what is chosen on validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -164,6 +165,44 @@ def test_test_labels_cannot_change_the_fine_tuned_checkpoint(store, encoder, tmp
     assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), a.val_probabilities, atol=1e-5)
     calls = table[[f"label_{c}" for c in saved.classes]].to_numpy()
     assert np.array_equal(calls, (a.val_probabilities >= a.thresholds).astype(int))
+
+
+def test_stopped_fine_tuning_resumes_where_it_stopped(store, encoder, tmp_path, monkeypatch):
+    import coreecg.evaluation.finetune as finetune_module
+
+    config = FinetuneConfig(epochs=4, batch_size=32, min_steps_per_eval=3, patience=4, seed=0, device="cpu")
+    whole = finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "whole"), config, log=quiet)
+    score = finetune_module.record_probabilities
+    calls = {"n": 0}
+
+    def stop_at_the_third_evaluation(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "record_probabilities", stop_at_the_third_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "split"), config, log=quiet)
+    assert (tmp_path / "split" / finetune_module.STATE_FILE).is_file()
+    monkeypatch.setattr(finetune_module, "record_probabilities", score)
+    messages: list[str] = []
+    split = finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "split"), config,
+                     log=messages.append)  # fmt: skip
+    assert any(m.startswith("resuming fine-tuning at step") for m in messages)
+    assert not (tmp_path / "split" / finetune_module.STATE_FILE).exists()
+    # The same steps on the same batches and crops: the same history, up to multi-threaded float sums.
+    assert [h["step"] for h in split.chosen["history"]] == [h["step"] for h in whole.chosen["history"]]
+    assert np.allclose([h["val_auroc"] for h in split.chosen["history"]],
+                       [h["val_auroc"] for h in whole.chosen["history"]], atol=1e-4)  # fmt: skip
+    assert np.allclose(split.val_probabilities, whole.val_probabilities, atol=1e-4)
+    other = dataclasses.replace(config, lr=5e-4)
+    monkeypatch.setattr(finetune_module, "record_probabilities", stop_at_the_third_evaluation)
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "other"), config, log=quiet)
+    with pytest.raises(ValueError, match=r"finetune-state\.pt holds a fine-tuning run with other settings.*lr"):
+        finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "other"), other, log=quiet)
 
 
 def test_layer_decay_scales_lower_layers_down(encoder):

@@ -5,6 +5,10 @@ the validation records (windows averaged per record). The best state by validati
 is kept on disk (``classifier/``); training stops after ``patience`` evaluations without
 improvement. Thresholds are tuned on validation with the best state. The test part, if given,
 is scored once, after all of that, and can change nothing that was chosen.
+
+A stopped run resumes: at every evaluation the model, optimizer, RNG streams, the position in the
+epoch's batch order and the best state so far go to ``finetune-state.pt``, and calling ``finetune``
+again on the same ``out`` goes on from there (fine-tuning on a CPU takes hours).
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from coreecg.config import to_dict
+from coreecg.config import ConfigError, describe_differences, to_dict
 from coreecg.dataset import StoreDataset
 from coreecg.evaluation.classifier import classifier_from_encoder, record_probabilities, save_classifier
 from coreecg.evaluation.features import check_compatible
@@ -46,6 +50,44 @@ class FinetuneConfig:
     patience: int = 5  # evaluations without a better validation macro AUROC before stopping
     device: str = "auto"
     seed: int = 0
+
+
+STATE_FILE = "finetune-state.pt"  # written at every evaluation, removed when the run finishes
+
+
+@dataclass
+class _FinetuneState:
+    """Everything a stopped fine-tuning run needs to go on as if it had not stopped."""
+
+    generator_state: torch.Tensor  # the batch-order generator at the start of the current epoch
+    position: int = 0  # batches of the current epoch already trained on
+    step: int = 0
+    best_auroc: float = -math.inf
+    best_step: int = 0
+    best_state: dict | None = None
+    bad_evals: int = 0
+    history: list = field(default_factory=list)
+
+
+def _save_state(path: str, run: _FinetuneState, model, optimizer, info: dict) -> None:
+    state = {"run": vars(run), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": torch.get_rng_state(), "info": info}  # fmt: skip
+    partial = path + ".partial"
+    torch.save(state, partial)
+    os.replace(partial, path)  # a stop while writing leaves the previous state intact
+
+
+def _resume(path: str, model, optimizer, info: dict) -> _FinetuneState:
+    """Load a stopped run's state; refuses one that fine-tuned something else."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    changed = describe_differences(state["info"], info)
+    if changed:
+        raise ConfigError(f"{path} holds a fine-tuning run with other settings ({'; '.join(changed)}); "
+                          "delete it to start over, or use the same settings to resume")  # fmt: skip
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])  # crops and drop-path continue their streams
+    return _FinetuneState(**state["run"])
 
 
 def autocast_for(device: torch.device):
@@ -94,14 +136,22 @@ def finetune(
     info = {"task": selection.task, "leads": leads, "selection": selection.describe(), "finetune": to_dict(config),
             "encoder_info": pretrained.info}  # fmt: skip
     classifier_dir = os.path.join(out, "classifier")
-    history: list[dict] = []
-    best_auroc, best_step, best_state, bad_evals, step = -math.inf, 0, None, 0, 0
+    state_path = os.path.join(out, STATE_FILE)
+    run = _FinetuneState(generator_state=generator.get_state())
+    if os.path.isfile(state_path):
+        run = _resume(state_path, model, optimizer, info)
+        generator.set_state(run.generator_state)
+        log(f"resuming fine-tuning at step {run.step} (best {run.best_auroc:.4f} at {run.best_step})")
     log(f"fine-tuning on {len(train)} train segments, {len(selection.val.rows)} validation records, "
         f"{total_steps} steps at most, evaluating every {eval_every}, on {device}")  # fmt: skip
     model.train()
-    while step < total_steps and bad_evals < config.patience:
-        for batch in train.loader(batch_size, drop_last=True, generator=generator):
-            lr = warmup_cosine(step, total_steps, warmup, config.lr, config.min_lr)
+    while run.step < total_steps and run.bad_evals < config.patience:
+        run.generator_state = generator.get_state()  # the epoch's order is redrawn from here on resume
+        order = torch.randperm(len(train), generator=generator).numpy()
+        for first in range(run.position * batch_size, len(order) - batch_size + 1, batch_size):
+            run.position += 1
+            batch = train.batch(order[first : first + batch_size])
+            lr = warmup_cosine(run.step, total_steps, warmup, config.lr, config.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             x, mask = batch["signal"].to(device), batch["lead_mask"].to(device)
@@ -112,26 +162,30 @@ def finetune(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            step += 1
-            if step % eval_every == 0 or step == total_steps:
+            run.step += 1
+            if run.step % eval_every == 0 or run.step == total_steps:
                 p = record_probabilities(model, store, selection.val.rows, crop, leads)
                 auroc = macro_auroc(selection.val.labels, p, classes).value
-                improved = auroc > best_auroc
+                improved = auroc > run.best_auroc
                 if improved:
-                    best_auroc, best_step, bad_evals = auroc, step, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    run.best_auroc, run.best_step, run.bad_evals = auroc, run.step, 0
+                    run.best_state = copy.deepcopy(model.state_dict())
                     save_classifier(model, classifier_dir, pretrained.preprocessing, pretrained.crop_seconds,
-                                    info | {"best_step": step, "thresholds": [0.5] * len(classes)})  # fmt: skip
+                                    info | {"best_step": run.step, "thresholds": [0.5] * len(classes)})  # fmt: skip
                 else:
-                    bad_evals += 1
-                history.append({"step": step, "epoch": step / steps_per_epoch, "train_bce": loss.item(), "lr": lr,
-                                "val_auroc": auroc})  # fmt: skip
-                log(f"step {step}/{total_steps} bce {loss.item():.4f} val macro AUROC {auroc:.4f}"
-                    + (" (best)" if improved else f" (best {best_auroc:.4f} at {best_step})"))  # fmt: skip
-                if bad_evals >= config.patience:
+                    run.bad_evals += 1
+                run.history.append({"step": run.step, "epoch": run.step / steps_per_epoch, "train_bce": loss.item(),
+                                    "lr": lr, "val_auroc": auroc})  # fmt: skip
+                log(f"step {run.step}/{total_steps} bce {loss.item():.4f} val macro AUROC {auroc:.4f}"
+                    + (" (best)" if improved else f" (best {run.best_auroc:.4f} at {run.best_step})"))  # fmt: skip
+                _save_state(state_path, run, model, optimizer, info)
+                if run.bad_evals >= config.patience:
                     break
-            if step >= total_steps:
+            if run.step >= total_steps:
                 break
+        else:
+            run.position = 0  # the epoch ran to its end: the next one starts at its first batch
+    best_state, best_step, best_auroc, history = run.best_state, run.best_step, run.best_auroc, run.history
     if best_state is None:
         raise ValueError("fine-tuning never produced a validation score (empty validation part?)")
     model.load_state_dict(best_state)
@@ -139,6 +193,8 @@ def finetune(
     thresholds = tune_thresholds(selection.val.labels, val_p)
     save_classifier(model, classifier_dir, pretrained.preprocessing, pretrained.crop_seconds,
                     info | {"best_step": best_step, "thresholds": thresholds.tolist()})  # fmt: skip
+    if os.path.isfile(state_path):
+        os.remove(state_path)  # finished: the classifier holds everything that is kept
     test_p = None
     if selection.test is not None:  # scored once, after every choice is made
         test_p = record_probabilities(model, store, selection.test.rows, crop, leads)
