@@ -104,7 +104,8 @@ def test_learning_rate_schedule(ptbxl_store):
 
 
 def test_short_pretraining_on_real_data_lowers_both_losses(ptbxl_store, tmp_path):
-    config = small_config(ptbxl_store, train={"steps": 60, "batch_size": 32, "warmup_steps": 5, "lr": 2e-3})
+    # 120 steps: with smooth FDA the reconstruction loss falls 1-3 % in the first 60 (seed-dependent), 3-3.5 % by 120.
+    config = small_config(ptbxl_store, train={"steps": 120, "batch_size": 32, "warmup_steps": 5, "lr": 2e-3})
     pretrain(config, str(tmp_path / "learn"), log=quiet)
     metrics = _metrics(tmp_path / "learn")
     for key in ("rec", "con"):
