@@ -150,7 +150,7 @@ class Benchmark:
 
     def __init__(self, config: BenchmarkConfig, out: str, log: Callable[[str], None] = print):
         self.config, self.out, self.log = config, out, log
-        self.store = Store(os.path.abspath(os.path.expanduser(config.store)))
+        self.store = Store(store_path(config))
         self.encoders: dict[str, PretrainedEncoder] = {}
         self.features: dict[tuple[str, str], dict[int, np.ndarray]] = {}
         self.probes: dict[tuple, Outcome] = {}
@@ -159,9 +159,6 @@ class Benchmark:
     def leads(self, lead_set: str) -> str | None:
         value = self.config.lead_sets[lead_set]
         return None if value == ALL_LEADS else value
-
-    def pretrain_dir(self, method: MethodSpec) -> str:
-        return os.path.join(self.out, "pretrain", pretrain_key(method, self.store.path))
 
     def encoder(self, name: str, seed: int) -> PretrainedEncoder:
         method = self.config.methods[name]
@@ -177,9 +174,9 @@ class Benchmark:
     def run_pretraining(self, method: MethodSpec) -> str:
         from coreecg.pretrain.loop import pretrain
 
-        run_dir = self.pretrain_dir(method)
+        config = pretraining_config(method, self.store.path)
+        run_dir = os.path.join(self.out, "pretrain", pretrain_key(method, config))
         if not os.path.isfile(os.path.join(run_dir, "summary.json")):
-            config = pretraining_config(method, self.store.path)
             self.log(f"pretraining {method.pretrain} {' '.join(method.overrides)} into {run_dir}")
             result = pretrain(config, run_dir, log=self.log)
             if not result.finished:
@@ -287,6 +284,10 @@ class Benchmark:
         return out
 
 
+def store_path(config: BenchmarkConfig) -> str:
+    return os.path.abspath(os.path.expanduser(config.store))
+
+
 def pretraining_config(method: MethodSpec, store: str):
     """The resolved config a method's pretraining runs with: its YAML and overrides, on ``store`` by default."""
     from coreecg.pretrain.config import load_pretrain_config
@@ -300,9 +301,9 @@ def pretraining_config(method: MethodSpec, store: str):
     return load_pretrain_config(method.pretrain, overrides)
 
 
-def pretrain_key(method: MethodSpec, store: str) -> str:
+def pretrain_key(method: MethodSpec, resolved_config) -> str:
     """Runs are keyed by the resolved config, so equal requests share one run and a changed default starts a new one."""
-    resolved = json.dumps(to_dict(pretraining_config(method, store)), sort_keys=True)
+    resolved = json.dumps(to_dict(resolved_config), sort_keys=True)
     stem = os.path.splitext(os.path.basename(method.pretrain))[0]
     return f"{stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
 
@@ -313,11 +314,10 @@ def encoder_identities(config: BenchmarkConfig) -> dict[str, str]:
     Kept in OUT/config.json, so that editing a pretraining YAML (or a default it relies on) between
     runs is caught: the benchmark file is unchanged, but its finished cells came from another encoder.
     """
-    store = os.path.abspath(os.path.expanduser(config.store))
     identities = {}
     for name, method in config.methods.items():
         if method.pretrain:
-            identities[name] = f"pretrain {pretrain_key(method, store)}"
+            identities[name] = f"pretrain {pretrain_key(method, pretraining_config(method, store_path(config)))}"
         elif method.encoder:
             identities[name] = f"encoder {os.path.abspath(os.path.expanduser(method.encoder))}"
         else:

@@ -185,18 +185,17 @@ def finetune(
                 break
         else:
             run.position = 0  # the epoch ran to its end: the next one starts at its first batch
-    best_state, best_step, best_auroc, history = run.best_state, run.best_step, run.best_auroc, run.history
-    if best_state is None:
+    if run.best_state is None:
         raise ValueError("fine-tuning never produced a validation score (empty validation part?)")
-    model.load_state_dict(best_state)
+    model.load_state_dict(run.best_state)
     val_p = record_probabilities(model, store, selection.val.rows, crop, leads)
     thresholds = tune_thresholds(selection.val.labels, val_p)
     save_classifier(model, classifier_dir, pretrained.preprocessing, pretrained.crop_seconds,
-                    info | {"best_step": best_step, "thresholds": thresholds.tolist()})  # fmt: skip
+                    info | {"best_step": run.best_step, "thresholds": thresholds.tolist()})  # fmt: skip
     if os.path.isfile(state_path):
         os.remove(state_path)  # finished: the classifier holds everything that is kept
     test_p = None
     if selection.test is not None:  # scored once, after every choice is made
         test_p = record_probabilities(model, store, selection.test.rows, crop, leads)
-    chosen = {"best_step": best_step, "best_val_auroc": best_auroc, "history": history}
+    chosen = {"best_step": run.best_step, "best_val_auroc": run.best_auroc, "history": run.history}
     return Outcome(val_p, test_p, thresholds, chosen, time.perf_counter() - start_time)
