@@ -34,6 +34,8 @@ def test_wrong_types_and_bad_values_are_named():
     assert "model.dim 100 is not divisible by model.heads 3" in str(error.value)
     with pytest.raises(ConfigError, match=r"data\.store is required"):
         resolve({})
+    with pytest.raises(ConfigError, match=r"data\.scale_mv must be a positive amplitude in mV, got 0"):
+        resolve({"data": {"store": "s", "scale_mv": 0}})
 
 
 def test_presets_apply_under_explicit_keys():

@@ -34,6 +34,19 @@ def test_train_crops_come_from_the_normalized_segment(ptbxl_store):
     assert np.abs(full.mean(axis=1)).max() < 1e-4 and full.std() == pytest.approx(1.0, rel=1e-3)
 
 
+def test_fixed_amplitude_keeps_the_voltage_differences_between_records(ptbxl_store):
+    store = Store(str(ptbxl_store))
+    fixed = StoreDataset(store, mode="eval", scale_mv=0.2)
+    own = StoreDataset(store, mode="eval")
+    for item in (0, 7):
+        record = int(store.segment_record[item])
+        expected = (store.segment(item) - store.lead_mean[record][:, None]) / 0.2 * store.lead_mask[record][:, None]
+        assert np.allclose(fixed[item]["signal"][0].numpy(), expected, atol=1e-4)
+        assert np.allclose(fixed[item]["signal"] * 0.2, own[item]["signal"] * store.record_std[record], atol=1e-4)
+    with pytest.raises(ValueError, match="scale_mv must be a positive amplitude in mV, got -1"):
+        StoreDataset(store, scale_mv=-1.0)
+
+
 def test_train_crops_are_random_but_reproducible(ptbxl_store):
     dataset = StoreDataset(str(ptbxl_store), crop_seconds=2.0)
     torch.manual_seed(1)

@@ -14,8 +14,15 @@ from conftest import PTBXL, quiet
 from safetensors.torch import load_file
 
 from coreecg.cli import main
-from coreecg.evaluation.benchmark import load_benchmark_config, run_benchmark
-from coreecg.evaluation.classifier import load_classifier, predict_folder, predict_store
+from coreecg.config import without_unset
+from coreecg.evaluation.benchmark import (
+    MethodSpec,
+    load_benchmark_config,
+    pretrain_key,
+    pretraining_config,
+    run_benchmark,
+)
+from coreecg.evaluation.classifier import load_classifier, predict_folder, predict_store, record_probabilities
 from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
 from coreecg.evaluation.probe import fit_logistic, fit_probe, probe_selection
@@ -23,6 +30,7 @@ from coreecg.evaluation.selection import Part, parse_part, select
 from coreecg.optim import layer_decay_groups
 from coreecg.prepare import prepare_store
 from coreecg.preprocess import PrepConfig
+from coreecg.pretrained import load_encoder
 from coreecg.readers import SOURCE_KINDS
 from coreecg.readers.base import read_wfdb_record
 from coreecg.store import Store, StoreError
@@ -235,6 +243,27 @@ def test_reduced_leads_see_only_those_leads_as_a_device_recording_them_would(sto
         assert np.allclose(encoder.embed(only_i, raw.fs, ["I"]), lead_one[i], atol=1e-4)
 
 
+def test_a_fixed_amplitude_travels_with_the_encoder_and_its_classifier(store, encoder, tmp_path):
+    fixed = random_encoder("cpu", store, crop_seconds=2.5, seed=0, scale_mv=0.2)  # same weights as ``encoder``
+    fixed.save(str(tmp_path / "enc"))
+    loaded = load_encoder(str(tmp_path / "enc"))
+    assert loaded.scale_mv == 0.2
+    rows = select(store, TASK, **PARTS).val.rows[:3]
+    from_store = record_embeddings(loaded, store, rows)
+    assert not np.allclose(from_store, record_embeddings(encoder, store, rows), atol=1e-3)
+    for i, row in enumerate(rows):  # the raw-signal path applies the same amplitude as the store path
+        raw, _ = read_wfdb_record(str(PTBXL / store.records.path[row]), "r", "test")
+        assert np.allclose(loaded.embed(raw.signal, raw.fs, raw.lead_names), from_store[i], atol=1e-4)
+    selection = select(store, TASK, **PARTS)
+    finetune(loaded, store, selection, str(tmp_path / "ft"),
+             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    saved = load_classifier(str(tmp_path / "ft"))
+    assert saved.scale_mv == 0.2
+    table = predict_store(saved, store, selection.val.rows)
+    p = record_probabilities(saved.model, store, selection.val.rows, saved.crop_samples, scale_mv=0.2)
+    assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), p, atol=1e-5)
+
+
 def test_predict_on_a_wfdb_folder_equals_predict_on_its_store(store, encoder, tmp_path):
     finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "ft"),
              FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
@@ -324,11 +353,28 @@ def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tm
         run_benchmark(load_benchmark_config(str(path)), str(tmp_path / "out"), log=quiet)
 
 
+def test_a_pretraining_key_names_what_was_set_and_ignores_options_left_unset(tmp_path):
+    pretrain_yaml = tmp_path / "cpu.yaml"
+    pretrain_yaml.write_text("model: {preset: cpu}\ntrain: {steps: 5, warmup_steps: 1}\n")
+    method = MethodSpec(pretrain=str(pretrain_yaml))
+    resolved = pretraining_config(method, "/stores/x")
+    key = pretrain_key(method, resolved)
+    # An option added later defaults to None (the behaviour before it existed): earlier runs keep their key.
+    assert without_unset({"a": 1, "b": None, "c": {"d": None, "e": [None]}}) == {"a": 1, "c": {"e": [None]}}
+    assert "scale_mv" not in json.dumps(without_unset(dataclasses.asdict(resolved)))
+    fixed = dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, scale_mv=0.18))
+    assert pretrain_key(method, fixed) != key and pretrain_key(method, pretraining_config(method, "/stores/x")) == key
+    assert key.startswith("cpu-") and pretrain_key(method, pretraining_config(method, "/stores/y")) != key
+
+
 def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
     with pytest.raises(ValueError, match="did you mean 'fractions'"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store))), ["fraction=[0.1]"])
     bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"random_init": "cpu", "encoder": "e"}})
     with pytest.raises(ValueError, match="exactly one of encoder, pretrain, random_init"):
+        load_benchmark_config(str(bad))
+    bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"encoder": "e", "scale_mv": 0.2}})
+    with pytest.raises(ValueError, match=r"methods\.x\.scale_mv: .* for random_init only"):
         load_benchmark_config(str(bad))
     with pytest.raises(ValueError, match=r"lead_sets\.bad: unknown lead name 'V7'"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store), lead_sets={"bad": "V7"})))

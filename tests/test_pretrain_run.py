@@ -140,6 +140,14 @@ def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
     assert not np.allclose(two_leads[0], embedded, atol=1e-3)
 
 
+def test_a_fixed_amplitude_pretraining_saves_it_with_the_encoder(ptbxl_store, tmp_path):
+    config = small_config(ptbxl_store, data={"scale_mv": 0.2}, train={"steps": 2},
+                          probe={"label_set": "superdiagnostic", "eval_every": 2, "max_records": 20})  # fmt: skip
+    result = pretrain(config, str(tmp_path / "fixed"), log=quiet)
+    assert result.finished and np.isfinite(result.last["loss"])
+    assert coreecg.load_encoder(str(tmp_path / "fixed")).scale_mv == 0.2
+
+
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
     """CinC records come from six collections at several rates and lengths; longer ones are several segments."""
     store = Store(str(cinc_store))

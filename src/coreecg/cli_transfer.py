@@ -25,6 +25,8 @@ def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--encoder", help="a saved encoder: its folder or a pretraining run folder")
     source.add_argument("--random-init", metavar="PRESET", help="an untrained encoder of this size (cpu, tiny, ...)")
     parser.add_argument("--crop-seconds", type=float, default=5.0, help="crop length of a --random-init encoder")
+    parser.add_argument("--scale-mv", type=float, help="fixed amplitude (mV) of a --random-init encoder's "
+                        "normalization (default: each record over its own std)")  # fmt: skip
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +80,7 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
     from coreecg.evaluation.finetune import FinetuneConfig
 
     method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
-                        protocols=[protocol])  # fmt: skip
+                        scale_mv=args.scale_mv, protocols=[protocol])  # fmt: skip
     config = BenchmarkConfig(
         store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
         lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
@@ -181,7 +183,7 @@ def run_embed(args: argparse.Namespace) -> int:
                 raise ValueError("--wfdb needs --encoder (a random-init encoder has no preprocessing of its own)")
             store = prepare_folder(args.wfdb, encoder.preprocessing, work, _log)
         if encoder is None:
-            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0)
+            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, scale_mv=args.scale_mv)
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
         x = record_embeddings(encoder, store, rows, leads)

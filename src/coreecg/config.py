@@ -143,6 +143,16 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+def without_unset(values: dict) -> dict:
+    """``values`` without its None leaves, at every depth.
+
+    What identifies a run: an option added later with a None default (meaning the behaviour before it
+    existed) leaves the identity of every earlier run unchanged, as ``describe_differences`` does.
+    """
+    return {key: without_unset(value) if isinstance(value, dict) else value
+            for key, value in values.items() if value is not None}  # fmt: skip
+
+
 def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """``key: old -> new`` for every leaf that differs between two config dicts."""
     out = []

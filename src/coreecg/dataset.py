@@ -2,7 +2,9 @@
 
 Signals stay on disk (memory-mapped); an item copies only its crop. Normalization happens here, at
 load time (DESIGN §1.1): each present lead minus its record mean, divided by the record's overall
-standard deviation, both precomputed at prepare time. Padding of short records stays zero.
+standard deviation, both precomputed at prepare time. With ``scale_mv`` every record is divided by
+that one fixed amplitude instead, so absolute voltage (high or low QRS voltage, hypertrophy) stays
+visible to the model. Padding of short records stays zero.
 
 Two ways to batch:
 - ``DataLoader(dataset, batch_size=B)``: works as usual; ``__getitems__`` gathers the whole batch
@@ -39,11 +41,12 @@ def windows_to_cover(length: float, crop: float) -> int:
     return max(1, math.ceil(length / crop - 1e-9))
 
 
-def normalize_crops(crops: np.ndarray, lead_mean: np.ndarray, record_std: np.ndarray, lead_mask: np.ndarray) -> None:
-    """In place, crops items × windows × 12 × T: each lead minus its record mean, over the record's std;
-    absent leads zero. The one definition of load-time normalization (DESIGN §1.1)."""
+def normalize_crops(crops: np.ndarray, lead_mean: np.ndarray, scale: np.ndarray, lead_mask: np.ndarray) -> None:
+    """In place, crops items × windows × 12 × T: each lead minus its record mean, over the record's
+    ``scale`` (its std, or a fixed amplitude); absent leads zero. The one definition of load-time
+    normalization (DESIGN §1.1)."""
     crops -= lead_mean[:, None, :, None]
-    crops *= (1.0 / (record_std + _EPS))[:, None, None, None]
+    crops *= (1.0 / (scale + _EPS))[:, None, None, None]
     crops *= lead_mask[:, None, :, None]
 
 
@@ -54,6 +57,7 @@ class StoreDataset(Dataset):
     ``mode="eval"``: ``windows`` evenly spaced crops per item (``signal``: windows × 12 × crop).
     ``leads`` keeps only the listed leads (the others are zeroed and masked), for reduced-lead use.
     ``records`` keeps only these record rows (e.g. a stratified label fraction).
+    ``scale_mv``: divide every record by this amplitude (mV) instead of by its own std.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class StoreDataset(Dataset):
         leads: str | Sequence[str] | None = None,
         records: Sequence[int] | np.ndarray | None = None,
         normalize: bool = True,
+        scale_mv: float | None = None,
     ):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -108,9 +113,14 @@ class StoreDataset(Dataset):
             raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
         if mode == "train":  # random crops: warm the page cache instead of faulting page by page
             self.store.prefetch(np.unique(self.store.segment_shard[self.segments]))
-        self.record_std = self.store.record_std
-        if not lead_keep.all():
-            self.record_std = self._std_over_kept_leads()
+        if scale_mv is not None:
+            if not scale_mv > 0:
+                raise ValueError(f"scale_mv must be a positive amplitude in mV, got {scale_mv}")
+            self.scale = np.full(self.store.n_records, scale_mv, dtype=self.store.record_std.dtype)
+        elif lead_keep.all():
+            self.scale = self.store.record_std
+        else:
+            self.scale = self._std_over_kept_leads()
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -168,7 +178,7 @@ class StoreDataset(Dataset):
         records = store.segment_record[segments]
         lead_mask = store.lead_mask[records] & self.lead_keep
         if self.normalize:
-            normalize_crops(out, store.lead_mean[records], self.record_std[records], lead_mask)
+            normalize_crops(out, store.lead_mean[records], self.scale[records], lead_mask)
         else:
             out *= lead_mask[:, None, :, None]
         short = valid < self.crop

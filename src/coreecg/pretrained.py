@@ -36,14 +36,23 @@ def eval_batch_records(device: torch.device) -> int:
 
 
 class PretrainedEncoder(nn.Module):
-    """An encoder plus what it needs to embed raw ECGs: preprocessing settings and crop length."""
+    """An encoder plus what it needs to embed raw ECGs: preprocessing settings, crop length and the
+    amplitude normalization it was trained with (``scale_mv``: None divides each record by its std)."""
 
-    def __init__(self, encoder: ECGEncoder, preprocessing: PrepConfig, crop_seconds: float, info: dict | None = None):
+    def __init__(
+        self,
+        encoder: ECGEncoder,
+        preprocessing: PrepConfig,
+        crop_seconds: float,
+        info: dict | None = None,
+        scale_mv: float | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.preprocessing = preprocessing
         self.crop_seconds = crop_seconds
         self.info = dict(info or {})
+        self.scale_mv = scale_mv
 
     @property
     def dim(self) -> int:
@@ -93,7 +102,8 @@ class PretrainedEncoder(nn.Module):
                 self.preprocessing,
             )  # fmt: skip
             x = prepared.signal.astype(np.float32)[None, None]
-            normalize_crops(x, prepared.lead_mean[None], np.array([prepared.record_std]), prepared.lead_mask[None])
+            scale = np.array([prepared.record_std if self.scale_mv is None else self.scale_mv])
+            normalize_crops(x, prepared.lead_mean[None], scale, prepared.lead_mask[None])
             cut = self.windows(x[0, 0], windows)
             crops.append(cut)
             masks.append(np.repeat(prepared.lead_mask[None], len(cut), axis=0))
@@ -113,11 +123,16 @@ class PretrainedEncoder(nn.Module):
         return out[0] if single else out
 
     def save(self, folder: str) -> None:
-        save_encoder(self.encoder, folder, self.preprocessing, self.crop_seconds, self.info)
+        save_encoder(self.encoder, folder, self.preprocessing, self.crop_seconds, self.info, self.scale_mv)
 
 
 def save_encoder(
-    encoder: ECGEncoder, folder: str, preprocessing: PrepConfig, crop_seconds: float, info: dict | None = None
+    encoder: ECGEncoder,
+    folder: str,
+    preprocessing: PrepConfig,
+    crop_seconds: float,
+    info: dict | None = None,
+    scale_mv: float | None = None,
 ) -> None:
     """Write weights and config atomically (config last, so a readable config means complete weights)."""
     state = {key: value.detach().cpu().contiguous() for key, value in encoder.state_dict().items()}
@@ -130,6 +145,7 @@ def save_encoder(
             "encoder": encoder.config.to_dict(),
             "preprocessing": preprocessing.to_dict(),
             "crop_seconds": crop_seconds,
+            "scale_mv": scale_mv,
             "leads": list(CANONICAL_LEADS),
             "info": info or {},
         },
@@ -163,6 +179,10 @@ def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEnc
     encoder = ECGEncoder(EncoderConfig(**config["encoder"]))
     encoder.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
     model = PretrainedEncoder(
-        encoder, PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"], config.get("info")
+        encoder,
+        PrepConfig.from_dict(config["preprocessing"]),
+        config["crop_seconds"],
+        config.get("info"),
+        config.get("scale_mv"),  # absent in encoders saved before fixed-amplitude normalization existed
     )
     return model.to(device).eval()

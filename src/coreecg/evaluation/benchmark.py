@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coreecg.config import ConfigError, apply_overrides, build, describe_differences, read_yaml, to_dict
+from coreecg.config import ConfigError, apply_overrides, build, describe_differences, read_yaml, to_dict, without_unset
 from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
 from coreecg.evaluation.outcome import Outcome, summarize
@@ -45,6 +45,7 @@ class MethodSpec:
     overrides: list[str] = field(default_factory=list)  # key=value overrides of that config
     random_init: str | None = None  # an untrained encoder of this preset (the random-init baseline)
     crop_seconds: float = 5.0  # crop length of a random-init encoder (trained ones carry their own)
+    scale_mv: float | None = None  # a random-init encoder's amplitude normalization (see data.scale_mv)
     protocols: list[str] = field(default_factory=lambda: ["probe"])
     tasks: list[str] | None = None  # default: every task of the benchmark
     fractions: list[float] | None = None  # default: every fraction
@@ -87,6 +88,9 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         sources = [s for s in (method.encoder, method.pretrain, method.random_init) if s]
         if len(sources) != 1:
             problems.append(f"methods.{name}: give exactly one of encoder, pretrain, random_init")
+        if method.scale_mv is not None and (not method.random_init or not method.scale_mv > 0):
+            problems.append(f"methods.{name}.scale_mv: a positive amplitude in mV, for random_init only "
+                            "(a trained encoder carries its own)")  # fmt: skip
         unknown = [p for p in method.protocols if p not in PROTOCOLS]
         if unknown or not method.protocols:
             problems.append(f"methods.{name}.protocols: {method.protocols} (known: {', '.join(PROTOCOLS)})")
@@ -163,7 +167,7 @@ class Benchmark:
     def encoder(self, name: str, seed: int) -> PretrainedEncoder:
         method = self.config.methods[name]
         if method.random_init:
-            return random_encoder(method.random_init, self.store, method.crop_seconds, seed)
+            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, scale_mv=method.scale_mv)
         if name not in self.encoders:
             path = method.encoder
             if method.pretrain:
@@ -303,7 +307,7 @@ def pretraining_config(method: MethodSpec, store: str):
 
 def pretrain_key(method: MethodSpec, resolved_config) -> str:
     """Runs are keyed by the resolved config, so equal requests share one run and a changed default starts a new one."""
-    resolved = json.dumps(to_dict(resolved_config), sort_keys=True)
+    resolved = json.dumps(without_unset(to_dict(resolved_config)), sort_keys=True)
     stem = os.path.splitext(os.path.basename(method.pretrain))[0]
     return f"{stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
 

@@ -62,6 +62,7 @@ class SavedClassifier:
         self.preprocessing = preprocessing
         self.crop_seconds = crop_seconds
         self.info = info
+        self.scale_mv: float | None = info.get("scale_mv")  # the encoder's amplitude normalization
         self.classes: list[str] = list(info["classes"])
         self.thresholds = np.asarray(info["thresholds"], dtype=np.float64)
         self.leads: str | None = info.get("leads")
@@ -71,7 +72,14 @@ class SavedClassifier:
         return crop_samples(self.crop_seconds, self.preprocessing.fs, self.model.encoder.config.patch)
 
 
-def save_classifier(model: Classifier, folder: str, preprocessing: PrepConfig, crop_seconds: float, info: dict) -> None:
+def save_classifier(
+    model: Classifier,
+    folder: str,
+    preprocessing: PrepConfig,
+    crop_seconds: float,
+    scale_mv: float | None,
+    info: dict,
+) -> None:
     """Weights, then config (written last, so a readable config means complete weights)."""
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     write_atomically(os.path.join(folder, WEIGHTS), lambda temp: save_file(state, temp))
@@ -84,6 +92,7 @@ def save_classifier(model: Classifier, folder: str, preprocessing: PrepConfig, c
             "encoder": encoder_config,
             "preprocessing": preprocessing.to_dict(),
             "crop_seconds": crop_seconds,
+            "scale_mv": scale_mv,
             **info,
             "classes": model.classes,
         },
@@ -100,17 +109,22 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClass
 
 
 def record_probabilities(
-    model: Classifier, store: Store, rows: Sequence[int] | np.ndarray, crop: int, leads: str | None = None
+    model: Classifier,
+    store: Store,
+    rows: Sequence[int] | np.ndarray,
+    crop: int,
+    leads: str | None = None,
+    scale_mv: float | None = None,
 ) -> np.ndarray:
     """Per-record class probabilities (len(rows) × classes): window probabilities averaged over the record."""
-    return record_outputs(model, model.probabilities, store, rows, crop, leads)
+    return record_outputs(model, model.probabilities, store, rows, crop, leads, scale_mv=scale_mv)
 
 
 def predict_store(saved: SavedClassifier, store: Store, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
     """One row per record: id, each class's probability, and each class's 0/1 call at its tuned threshold."""
     check_compatible(saved.preprocessing, store)
     rows = np.arange(store.n_records) if rows is None else np.asarray(rows)
-    p = record_probabilities(saved.model, store, rows, saved.crop_samples, saved.leads)
+    p = record_probabilities(saved.model, store, rows, saved.crop_samples, saved.leads, saved.scale_mv)
     records = store.records.iloc[rows]
     table = pd.DataFrame({"record_id": records["record_id"].to_numpy(), "source": records["source"].to_numpy()})
     for j, name in enumerate(saved.classes):

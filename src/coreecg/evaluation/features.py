@@ -35,20 +35,28 @@ def check_compatible(preprocessing: PrepConfig, store: Store) -> None:
         )
 
 
-def random_encoder(preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25) -> PretrainedEncoder:
+def random_encoder(
+    preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25, scale_mv: float | None = None
+) -> PretrainedEncoder:
     """An untrained encoder of a named size (the random-init baseline), seeded, for this store's signals."""
     if preset not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {preset!r} (known: {', '.join(ENCODER_PRESETS)})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = ECGEncoder(EncoderConfig(patch=patch, **ENCODER_PRESETS[preset]))
-    return PretrainedEncoder(encoder, store.config, crop_seconds, {"random_init": preset, "seed": seed}).eval()
+    info = {"random_init": preset, "seed": seed}
+    return PretrainedEncoder(encoder, store.config, crop_seconds, info, scale_mv).eval()
 
 
 def evaluation_dataset(
-    store: Store, crop_samples: int, rows: Sequence[int] | np.ndarray, leads: str | None = None
+    store: Store,
+    crop_samples: int,
+    rows: Sequence[int] | np.ndarray,
+    leads: str | None = None,
+    scale_mv: float | None = None,
 ) -> StoreDataset:
-    """Every segment of ``rows`` in evaluation mode: windows of ``crop_samples`` covering each segment."""
+    """Every segment of ``rows`` in evaluation mode: windows of ``crop_samples`` covering each segment,
+    normalized as the model was trained (``scale_mv``, see ``StoreDataset``)."""
     segment = store.config.segment_samples
     return StoreDataset(
         store,
@@ -57,6 +65,7 @@ def evaluation_dataset(
         windows=windows_to_cover(segment, crop_samples),
         records=rows,
         leads=leads,
+        scale_mv=scale_mv,
     )
 
 
@@ -81,6 +90,7 @@ def record_outputs(
     crop: int,
     leads: str | None = None,
     batch_size: int | None = None,
+    scale_mv: float | None = None,
 ) -> np.ndarray:
     """``output(crops, lead_mask)`` of ``module`` (in eval mode) for every window of every record in ``rows``,
     averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
@@ -90,7 +100,7 @@ def record_outputs(
     batch_size = batch_size or eval_batch_records(device)
     outputs, owners = [], []
     with evaluating(module):
-        for batch in evaluation_dataset(store, crop, rows, leads).loader(batch_size, shuffle=False):
+        for batch in evaluation_dataset(store, crop, rows, leads, scale_mv).loader(batch_size, shuffle=False):
             x = batch["signal"].to(device)  # B × W × 12 × T
             b, w = x.shape[:2]
             mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
@@ -109,4 +119,4 @@ def record_embeddings(
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
     check_compatible(encoder.preprocessing, store)
-    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size)
+    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.scale_mv)

@@ -122,7 +122,7 @@ def finetune(
     model = classifier_from_encoder(pretrained, classes, config.drop_path).to(device)
     crop = pretrained.crop_samples
     train = StoreDataset(store, mode="train", crop_seconds=crop / store.fs, label_set=selection.task,
-                         records=selection.train.rows, leads=leads)  # fmt: skip
+                         records=selection.train.rows, leads=leads, scale_mv=pretrained.scale_mv)  # fmt: skip
     batch_size = min(config.batch_size, len(train))
     steps_per_epoch = max(1, len(train) // batch_size)
     eval_every = max(steps_per_epoch, config.min_steps_per_eval)
@@ -136,6 +136,17 @@ def finetune(
     info = {"task": selection.task, "leads": leads, "selection": selection.describe(), "finetune": to_dict(config),
             "encoder_info": pretrained.info}  # fmt: skip
     classifier_dir = os.path.join(out, "classifier")
+
+    def keep_classifier(best_step: int, thresholds: list[float]) -> None:
+        save_classifier(
+            model,
+            classifier_dir,
+            pretrained.preprocessing,
+            pretrained.crop_seconds,
+            pretrained.scale_mv,
+            info | {"best_step": best_step, "thresholds": thresholds},
+        )
+
     state_path = os.path.join(out, STATE_FILE)
     run = _FinetuneState(generator_state=generator.get_state())
     if os.path.isfile(state_path):
@@ -164,14 +175,13 @@ def finetune(
             optimizer.step()
             run.step += 1
             if run.step % eval_every == 0 or run.step == total_steps:
-                p = record_probabilities(model, store, selection.val.rows, crop, leads)
+                p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.scale_mv)
                 auroc = macro_auroc(selection.val.labels, p, classes).value
                 improved = auroc > run.best_auroc
                 if improved:
                     run.best_auroc, run.best_step, run.bad_evals = auroc, run.step, 0
                     run.best_state = copy.deepcopy(model.state_dict())
-                    save_classifier(model, classifier_dir, pretrained.preprocessing, pretrained.crop_seconds,
-                                    info | {"best_step": run.step, "thresholds": [0.5] * len(classes)})  # fmt: skip
+                    keep_classifier(run.step, [0.5] * len(classes))
                 else:
                     run.bad_evals += 1
                 run.history.append({"step": run.step, "epoch": run.step / steps_per_epoch, "train_bce": loss.item(),
@@ -188,14 +198,13 @@ def finetune(
     if run.best_state is None:
         raise ValueError("fine-tuning never produced a validation score (empty validation part?)")
     model.load_state_dict(run.best_state)
-    val_p = record_probabilities(model, store, selection.val.rows, crop, leads)
+    val_p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.scale_mv)
     thresholds = tune_thresholds(selection.val.labels, val_p)
-    save_classifier(model, classifier_dir, pretrained.preprocessing, pretrained.crop_seconds,
-                    info | {"best_step": run.best_step, "thresholds": thresholds.tolist()})  # fmt: skip
+    keep_classifier(run.best_step, thresholds.tolist())
     if os.path.isfile(state_path):
         os.remove(state_path)  # finished: the classifier holds everything that is kept
     test_p = None
     if selection.test is not None:  # scored once, after every choice is made
-        test_p = record_probabilities(model, store, selection.test.rows, crop, leads)
+        test_p = record_probabilities(model, store, selection.test.rows, crop, leads, pretrained.scale_mv)
     chosen = {"best_step": run.best_step, "best_val_auroc": run.best_auroc, "history": run.history}
     return Outcome(val_p, test_p, thresholds, chosen, time.perf_counter() - start_time)

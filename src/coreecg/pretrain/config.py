@@ -56,6 +56,9 @@ class DataSection:
     folds: list[int] | None = None
     crop_seconds: float = 5.0
     num_workers: int = 0
+    # None: each record over its own std (DESIGN §1.1); a number: every record over this amplitude in mV,
+    # which keeps absolute voltage (HVOLT, LVH) visible to the encoder
+    scale_mv: float | None = None
 
 
 @dataclass
@@ -167,6 +170,7 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(config.stores != [""] and all(config.stores), "data.store is required (a store folder, or a list)")
     need(d.crop_seconds > 0, f"data.crop_seconds must be positive, got {d.crop_seconds}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
+    need(d.scale_mv is None or d.scale_mv > 0, f"data.scale_mv must be a positive amplitude in mV, got {d.scale_mv}")
     need(a.fda_strength >= 0, f"augment.fda_strength must be >= 0, got {a.fda_strength}")
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
     need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")
