@@ -2,8 +2,9 @@
 
 A research check (BENCHMARKS.md, "Probe window length"): does a rhythm statement that needs the
 whole 10 s record (sinus arrhythmia, irregular RR) gain when the probe embeds one 10 s window
-instead of two 5 s windows? The encoder is not retrained; its fixed sin-cos time embedding covers
-any crop length. Validation part only, as every probe choice is.
+instead of two 5 s windows? The encoder is not retrained: its fixed sin-cos time embedding is
+defined for up to 512 patches, though 5 s pretraining only used the first 20. Validation part
+only, as every probe choice is.
 
     .venv/bin/python scripts/probe_window_length.py ENCODER STORE --tasks rhythm super_class --crop-seconds 5 10
 """
@@ -23,7 +24,7 @@ from coreecg.evaluation.selection import select
 from coreecg.metrics import macro_auroc
 from coreecg.model import crop_samples
 from coreecg.pretrained import load_encoder
-from coreecg.store import Store
+from coreecg.store import Store, StoreError
 
 
 def main() -> None:
@@ -36,14 +37,21 @@ def main() -> None:
     parser.add_argument("--val", default="val")
     args = parser.parse_args()
 
-    encoder, store = load_encoder(args.encoder), Store(args.store)
-    check_compatible(encoder.preprocessing, store)
-    selections = {task: select(store, task, args.train, args.val) for task in args.tasks}
+    try:
+        encoder, store = load_encoder(args.encoder), Store(args.store)
+        check_compatible(encoder.preprocessing, store)
+        selections = {task: select(store, task, args.train, args.val) for task in args.tasks}
+    except (OSError, ValueError, StoreError) as error:
+        parser.error(str(error))
     rows = np.unique(np.concatenate([np.concatenate([s.train.rows, s.val.rows]) for s in selections.values()]))
     position = {int(r): i for i, r in enumerate(rows)}
-    for seconds in args.crop_seconds:
+    segment = store.config.segment_samples
+    crops = {seconds: crop_samples(seconds, store.fs, encoder.encoder.config.patch) for seconds in args.crop_seconds}
+    too_long = [f"{seconds:g} s" for seconds, crop in crops.items() if not 0 < crop <= segment]
+    if too_long:
+        parser.error(f"{args.store}: crops of {', '.join(too_long)} do not fit its {segment / store.fs:g} s segments")
+    for seconds, crop in crops.items():
         start = time.perf_counter()
-        crop = crop_samples(seconds, store.fs, encoder.encoder.config.patch)
         features = record_outputs(encoder, encoder, store, rows, crop, scale_mv=encoder.scale_mv)
 
         def embed(chosen: np.ndarray, features: np.ndarray = features) -> np.ndarray:
@@ -54,7 +62,7 @@ def main() -> None:
             score = macro_auroc(selection.val.labels, outcome.val_probabilities, selection.val.classes)
             line = {
                 "crop_seconds": seconds,
-                "windows": windows_to_cover(store.config.segment_samples, crop),
+                "windows": windows_to_cover(segment, crop),
                 "task": task,
                 "val_macro_auroc": round(score.value, 4),
                 "c": outcome.chosen["c"],
