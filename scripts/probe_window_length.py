@@ -52,7 +52,7 @@ def main() -> None:
         parser.error(f"{args.store}: crops of {', '.join(too_long)} do not fit its {segment / store.fs:g} s segments")
     for seconds, crop in crops.items():
         start = time.perf_counter()
-        features = record_outputs(encoder, encoder, store, rows, crop, scale_mv=encoder.scale_mv)
+        features = record_outputs(encoder, encoder, store, rows, crop, amplitude=encoder.amplitude)
 
         def embed(chosen: np.ndarray, features: np.ndarray = features) -> np.ndarray:
             return features[[position[int(r)] for r in chosen]]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from coreecg.dataset import StoreDataset, concat_datasets
+from coreecg.dataset import Amplitude, StoreDataset, concat_datasets
 from coreecg.prepare import prepare_store
 from coreecg.preprocess import PrepConfig
 from coreecg.readers import SOURCE_KINDS
@@ -36,7 +36,7 @@ def test_train_crops_come_from_the_normalized_segment(ptbxl_store):
 
 def test_fixed_amplitude_keeps_the_voltage_differences_between_records(ptbxl_store):
     store = Store(str(ptbxl_store))
-    fixed = StoreDataset(store, mode="eval", scale_mv=0.2)
+    fixed = StoreDataset(store, mode="eval", amplitude=Amplitude(0.2))
     own = StoreDataset(store, mode="eval")
     for item in (0, 7):
         record = int(store.segment_record[item])
@@ -44,7 +44,28 @@ def test_fixed_amplitude_keeps_the_voltage_differences_between_records(ptbxl_sto
         assert np.allclose(fixed[item]["signal"][0].numpy(), expected, atol=1e-4)
         assert np.allclose(fixed[item]["signal"] * 0.2, own[item]["signal"] * store.record_std[record], atol=1e-4)
     with pytest.raises(ValueError, match="scale_mv must be a positive amplitude in mV, got -1"):
-        StoreDataset(store, scale_mv=-1.0)
+        StoreDataset(store, amplitude=Amplitude(-1.0))
+
+
+def test_partial_amplitude_keeps_part_of_each_records_voltage_on_a_log_scale(ptbxl_store):
+    store = Store(str(ptbxl_store))
+    own = StoreDataset(store, mode="eval")
+    half = StoreDataset(store, mode="eval", amplitude=Amplitude(0.2, kept=0.5))
+    for item in (0, 7):
+        record = int(store.segment_record[item])
+        std = float(store.record_std[record])
+        # normalized amplitude (std / 0.2) ** 0.5: between 1 (own std) and std / 0.2 (fixed amplitude)
+        assert np.allclose(half[item]["signal"], own[item]["signal"] * np.sqrt(std / 0.2), atol=1e-4)
+    # with fewer leads, the part of the std that is divided out is that of the kept leads only
+    lead_one = StoreDataset(store, mode="eval", leads="I", amplitude=Amplitude(0.2, kept=0.5))
+    lead_one_own = StoreDataset(store, mode="eval", leads="I")
+    assert np.allclose(lead_one.scale, np.sqrt(lead_one_own.scale * 0.2), rtol=1e-5)
+    for bad, message in (({"kept": 0.0}, r"amplitude_kept must be in \(0, 1\], got 0"),
+                         ({"scale_mv": None, "kept": 0.5}, "amplitude_kept below 1 needs scale_mv")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            Amplitude(**{"scale_mv": 0.2, **bad})
+    assert Amplitude.from_json(Amplitude(0.2, 0.5).to_json()) == Amplitude(0.2, 0.5)
+    assert Amplitude.from_json({"scale_mv": 0.2}) == Amplitude(0.2) and Amplitude.from_json({}) == Amplitude()
 
 
 def test_train_crops_are_random_but_reproducible(ptbxl_store):

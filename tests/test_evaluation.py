@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from coreecg.cli import main
 from coreecg.config import without_unset
+from coreecg.dataset import Amplitude
 from coreecg.evaluation.benchmark import (
     MethodSpec,
     load_benchmark_config,
@@ -243,11 +244,12 @@ def test_reduced_leads_see_only_those_leads_as_a_device_recording_them_would(sto
         assert np.allclose(encoder.embed(only_i, raw.fs, ["I"]), lead_one[i], atol=1e-4)
 
 
-def test_a_fixed_amplitude_travels_with_the_encoder_and_its_classifier(store, encoder, tmp_path):
-    fixed = random_encoder("cpu", store, crop_seconds=2.5, seed=0, scale_mv=0.2)  # same weights as ``encoder``
+def test_an_amplitude_normalization_travels_with_the_encoder_and_its_classifier(store, encoder, tmp_path):
+    partial = Amplitude(0.2, kept=0.5)
+    fixed = random_encoder("cpu", store, crop_seconds=2.5, seed=0, amplitude=partial)  # same weights as ``encoder``
     fixed.save(str(tmp_path / "enc"))
     loaded = load_encoder(str(tmp_path / "enc"))
-    assert loaded.scale_mv == 0.2
+    assert loaded.amplitude == partial
     rows = select(store, TASK, **PARTS).val.rows[:3]
     from_store = record_embeddings(loaded, store, rows)
     assert not np.allclose(from_store, record_embeddings(encoder, store, rows), atol=1e-3)
@@ -258,9 +260,9 @@ def test_a_fixed_amplitude_travels_with_the_encoder_and_its_classifier(store, en
     finetune(loaded, store, selection, str(tmp_path / "ft"),
              FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
     saved = load_classifier(str(tmp_path / "ft"))
-    assert saved.scale_mv == 0.2
+    assert saved.amplitude == partial
     table = predict_store(saved, store, selection.val.rows)
-    p = record_probabilities(saved.model, store, selection.val.rows, saved.crop_samples, scale_mv=0.2)
+    p = record_probabilities(saved.model, store, selection.val.rows, saved.crop_samples, amplitude=partial)
     assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), p, atol=1e-5)
 
 
@@ -362,6 +364,7 @@ def test_a_pretraining_key_names_what_was_set_and_ignores_options_left_unset(tmp
     # An option added later defaults to None (the behaviour before it existed): earlier runs keep their key.
     assert without_unset({"a": 1, "b": None, "c": {"d": None, "e": [None]}}) == {"a": 1, "c": {"e": [None]}}
     assert "scale_mv" not in json.dumps(without_unset(dataclasses.asdict(resolved)))
+    assert "amplitude_kept" not in json.dumps(without_unset(dataclasses.asdict(resolved)))
     fixed = dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, scale_mv=0.18))
     assert pretrain_key(method, fixed) != key and pretrain_key(method, pretraining_config(method, "/stores/x")) == key
     assert key.startswith("cpu-") and pretrain_key(method, pretraining_config(method, "/stores/y")) != key
@@ -374,7 +377,10 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
     with pytest.raises(ValueError, match="exactly one of encoder, pretrain, random_init"):
         load_benchmark_config(str(bad))
     bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"encoder": "e", "scale_mv": 0.2}})
-    with pytest.raises(ValueError, match=r"methods\.x\.scale_mv: .* for random_init only"):
+    with pytest.raises(ValueError, match=r"methods\.x: scale_mv and amplitude_kept are for random_init only"):
+        load_benchmark_config(str(bad))
+    bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"random_init": "cpu", "amplitude_kept": 0.5}})
+    with pytest.raises(ValueError, match=r"methods\.x\.amplitude_kept below 1 needs scale_mv"):
         load_benchmark_config(str(bad))
     with pytest.raises(ValueError, match=r"lead_sets\.bad: unknown lead name 'V7'"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store), lead_sets={"bad": "V7"})))

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import coreecg
 from coreecg.config import deep_merge
-from coreecg.dataset import StoreDataset
+from coreecg.dataset import Amplitude, StoreDataset
 from coreecg.distributed import all_reduce_mean, shutdown
 from coreecg.pretrain.config import resolve
 from coreecg.pretrain.loop import learning_rate, pretrain
@@ -141,11 +141,11 @@ def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
 
 
 def test_a_fixed_amplitude_pretraining_saves_it_with_the_encoder(ptbxl_store, tmp_path):
-    config = small_config(ptbxl_store, data={"scale_mv": 0.2}, train={"steps": 2},
+    config = small_config(ptbxl_store, data={"scale_mv": 0.2, "amplitude_kept": 0.5}, train={"steps": 2},
                           probe={"label_set": "superdiagnostic", "eval_every": 2, "max_records": 20})  # fmt: skip
     result = pretrain(config, str(tmp_path / "fixed"), log=quiet)
     assert result.finished and np.isfinite(result.last["loss"])
-    assert coreecg.load_encoder(str(tmp_path / "fixed")).scale_mv == 0.2
+    assert coreecg.load_encoder(str(tmp_path / "fixed")).amplitude == Amplitude(0.2, kept=0.5)
 
 
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):

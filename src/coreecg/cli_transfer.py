@@ -27,6 +27,8 @@ def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-seconds", type=float, default=5.0, help="crop length of a --random-init encoder")
     parser.add_argument("--scale-mv", type=float, help="fixed amplitude (mV) of a --random-init encoder's "
                         "normalization (default: each record over its own std)")  # fmt: skip
+    parser.add_argument("--amplitude-kept", type=float, help="with --scale-mv: share of each record's amplitude "
+                        "kept, on a log scale, in (0, 1] (default 1)")  # fmt: skip
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +82,7 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
     from coreecg.evaluation.finetune import FinetuneConfig
 
     method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
-                        scale_mv=args.scale_mv, protocols=[protocol])  # fmt: skip
+                        scale_mv=args.scale_mv, amplitude_kept=args.amplitude_kept, protocols=[protocol])  # fmt: skip
     config = BenchmarkConfig(
         store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
         lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
@@ -168,6 +170,7 @@ def _add_embed(commands) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from coreecg.dataset import Amplitude
     from coreecg.evaluation.classifier import prepare_folder
     from coreecg.evaluation.features import random_encoder, record_embeddings
     from coreecg.files import write_atomically, write_text
@@ -183,7 +186,8 @@ def run_embed(args: argparse.Namespace) -> int:
                 raise ValueError("--wfdb needs --encoder (a random-init encoder has no preprocessing of its own)")
             store = prepare_folder(args.wfdb, encoder.preprocessing, work, _log)
         if encoder is None:
-            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, scale_mv=args.scale_mv)
+            amplitude = Amplitude.from_options(args.scale_mv, args.amplitude_kept)
+            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, amplitude=amplitude)
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
         x = record_embeddings(encoder, store, rows, leads)

@@ -2,9 +2,9 @@
 
 Signals stay on disk (memory-mapped); an item copies only its crop. Normalization happens here, at
 load time (DESIGN §1.1): each present lead minus its record mean, divided by the record's overall
-standard deviation, both precomputed at prepare time. With ``scale_mv`` every record is divided by
-that one fixed amplitude instead, so absolute voltage (high or low QRS voltage, hypertrophy) stays
-visible to the model. Padding of short records stays zero.
+standard deviation, both precomputed at prepare time. ``Amplitude`` can keep some or all of the
+absolute voltage (high or low QRS voltage, hypertrophy) visible to the model instead. Padding of
+short records stays zero.
 
 Two ways to batch:
 - ``DataLoader(dataset, batch_size=B)``: works as usual; ``__getitems__`` gathers the whole batch
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +29,58 @@ from coreecg.leads import N_LEADS, parse_lead_list
 from coreecg.store import Store, StoreError, check_same_preprocessing
 
 _EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Amplitude:
+    """What a record is divided by at load time, saved with every encoder so its users divide alike.
+
+    ``scale_mv`` None: the record's own std (DESIGN §1.1); every record then has amplitude 1, which
+    hides absolute voltage. Otherwise ``std^(1 - kept) · scale_mv^kept``, so a record's normalized
+    amplitude is ``(std / scale_mv)^kept``: ``kept`` 1 divides every record by the one amplitude
+    ``scale_mv`` (absolute voltage fully visible), 0.5 halves amplitude differences on a log scale.
+    """
+
+    scale_mv: float | None = None
+    kept: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.scale_mv is not None and not self.scale_mv > 0:
+            raise ValueError(f"scale_mv must be a positive amplitude in mV, got {self.scale_mv}")
+        if not 0 < self.kept <= 1:
+            raise ValueError(f"amplitude_kept must be in (0, 1], got {self.kept}")
+        if self.kept != 1 and self.scale_mv is None:
+            raise ValueError("amplitude_kept below 1 needs scale_mv: the amplitude it keeps is relative to it")
+
+    @property
+    def per_record(self) -> bool:
+        return self.scale_mv is None
+
+    def divisors(self, record_std: np.ndarray) -> np.ndarray:
+        """The divisor of each record, from its std (same shape and dtype)."""
+        std = np.asarray(record_std)
+        if self.scale_mv is None:
+            return std
+        fixed = np.full_like(std, self.scale_mv)
+        if self.kept == 1:
+            return fixed
+        return (np.maximum(std, _EPS) ** (1 - self.kept) * fixed**self.kept).astype(std.dtype)
+
+    def to_json(self) -> dict:
+        return {"scale_mv": self.scale_mv, "amplitude_kept": self.kept}
+
+    @classmethod
+    def from_options(cls, scale_mv: float | None, kept: float | None) -> Amplitude:
+        """From config or command-line options, where an unset ``kept`` means 1 (all of it)."""
+        return cls(scale_mv, 1.0 if kept is None else kept)
+
+    @classmethod
+    def from_json(cls, config: dict) -> Amplitude:
+        """Read back ``to_json``; keys absent in files written before they existed mean per-record / 1."""
+        return cls.from_options(config.get("scale_mv"), config.get("amplitude_kept"))
+
+
+PER_RECORD = Amplitude()  # DESIGN §1.1's default: every record over its own std
 
 
 def window_starts(room: np.ndarray, windows: int) -> np.ndarray:
@@ -57,7 +110,7 @@ class StoreDataset(Dataset):
     ``mode="eval"``: ``windows`` evenly spaced crops per item (``signal``: windows × 12 × crop).
     ``leads`` keeps only the listed leads (the others are zeroed and masked), for reduced-lead use.
     ``records`` keeps only these record rows (e.g. a stratified label fraction).
-    ``scale_mv``: divide every record by this amplitude (mV) instead of by its own std.
+    ``amplitude``: what each record is divided by (default: its own std).
     """
 
     def __init__(
@@ -73,7 +126,7 @@ class StoreDataset(Dataset):
         leads: str | Sequence[str] | None = None,
         records: Sequence[int] | np.ndarray | None = None,
         normalize: bool = True,
-        scale_mv: float | None = None,
+        amplitude: Amplitude = PER_RECORD,
     ):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -113,14 +166,9 @@ class StoreDataset(Dataset):
             raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
         if mode == "train":  # random crops: warm the page cache instead of faulting page by page
             self.store.prefetch(np.unique(self.store.segment_shard[self.segments]))
-        if scale_mv is not None:
-            if not scale_mv > 0:
-                raise ValueError(f"scale_mv must be a positive amplitude in mV, got {scale_mv}")
-            self.scale = np.full(self.store.n_records, scale_mv, dtype=self.store.record_std.dtype)
-        elif lead_keep.all():
-            self.scale = self.store.record_std
-        else:
-            self.scale = self._std_over_kept_leads()
+        needs_std = amplitude.per_record or amplitude.kept < 1
+        std = self.store.record_std if lead_keep.all() or not needs_std else self._std_over_kept_leads()
+        self.scale = amplitude.divisors(std)
 
     def __len__(self) -> int:
         return len(self.segments)

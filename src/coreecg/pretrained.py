@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from coreecg import __version__
-from coreecg.dataset import normalize_crops, window_starts, windows_to_cover
+from coreecg.dataset import PER_RECORD, Amplitude, normalize_crops, window_starts, windows_to_cover
 from coreecg.files import write_atomically, write_json
 from coreecg.leads import CANONICAL_LEADS
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples, evaluating
@@ -37,7 +37,7 @@ def eval_batch_records(device: torch.device) -> int:
 
 class PretrainedEncoder(nn.Module):
     """An encoder plus what it needs to embed raw ECGs: preprocessing settings, crop length and the
-    amplitude normalization it was trained with (``scale_mv``: None divides each record by its std)."""
+    amplitude normalization it was trained with (``amplitude``, see ``Amplitude``)."""
 
     def __init__(
         self,
@@ -45,14 +45,14 @@ class PretrainedEncoder(nn.Module):
         preprocessing: PrepConfig,
         crop_seconds: float,
         info: dict | None = None,
-        scale_mv: float | None = None,
+        amplitude: Amplitude = PER_RECORD,
     ):
         super().__init__()
         self.encoder = encoder
         self.preprocessing = preprocessing
         self.crop_seconds = crop_seconds
         self.info = dict(info or {})
-        self.scale_mv = scale_mv
+        self.amplitude = amplitude
 
     @property
     def dim(self) -> int:
@@ -102,7 +102,7 @@ class PretrainedEncoder(nn.Module):
                 self.preprocessing,
             )  # fmt: skip
             x = prepared.signal.astype(np.float32)[None, None]
-            scale = np.array([prepared.record_std if self.scale_mv is None else self.scale_mv])
+            scale = self.amplitude.divisors(np.array([prepared.record_std]))
             normalize_crops(x, prepared.lead_mean[None], scale, prepared.lead_mask[None])
             cut = self.windows(x[0, 0], windows)
             crops.append(cut)
@@ -123,7 +123,7 @@ class PretrainedEncoder(nn.Module):
         return out[0] if single else out
 
     def save(self, folder: str) -> None:
-        save_encoder(self.encoder, folder, self.preprocessing, self.crop_seconds, self.info, self.scale_mv)
+        save_encoder(self.encoder, folder, self.preprocessing, self.crop_seconds, self.info, self.amplitude)
 
 
 def save_encoder(
@@ -132,7 +132,7 @@ def save_encoder(
     preprocessing: PrepConfig,
     crop_seconds: float,
     info: dict | None = None,
-    scale_mv: float | None = None,
+    amplitude: Amplitude = PER_RECORD,
 ) -> None:
     """Write weights and config atomically (config last, so a readable config means complete weights)."""
     state = {key: value.detach().cpu().contiguous() for key, value in encoder.state_dict().items()}
@@ -145,7 +145,7 @@ def save_encoder(
             "encoder": encoder.config.to_dict(),
             "preprocessing": preprocessing.to_dict(),
             "crop_seconds": crop_seconds,
-            "scale_mv": scale_mv,
+            **amplitude.to_json(),
             "leads": list(CANONICAL_LEADS),
             "info": info or {},
         },
@@ -173,16 +173,19 @@ def read_model_config(path: str, subfolder: str, expected_format: str, what: str
     return folder, config
 
 
+def saved_amplitude(folder: str, config: dict) -> Amplitude:
+    """The amplitude normalization a saved model's config.json records, its file named if invalid."""
+    try:
+        return Amplitude.from_json(config)
+    except ValueError as error:
+        raise ValueError(f"{os.path.join(folder, CONFIG)}: {error}") from error
+
+
 def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
     """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
     folder, config = read_model_config(path, "encoder", ENCODER_FORMAT, "coreecg encoder")
     encoder = ECGEncoder(EncoderConfig(**config["encoder"]))
     encoder.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
-    model = PretrainedEncoder(
-        encoder,
-        PrepConfig.from_dict(config["preprocessing"]),
-        config["crop_seconds"],
-        config.get("info"),
-        config.get("scale_mv"),  # absent in encoders saved before fixed-amplitude normalization existed
-    )
+    model = PretrainedEncoder(encoder, PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"],
+                              config.get("info"), saved_amplitude(folder, config))  # fmt: skip
     return model.to(device).eval()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coreecg.config import ConfigError, apply_overrides, build, describe_differences, read_yaml, to_dict, without_unset
+from coreecg.dataset import Amplitude
 from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
 from coreecg.evaluation.outcome import Outcome, summarize
@@ -46,6 +47,7 @@ class MethodSpec:
     random_init: str | None = None  # an untrained encoder of this preset (the random-init baseline)
     crop_seconds: float = 5.0  # crop length of a random-init encoder (trained ones carry their own)
     scale_mv: float | None = None  # a random-init encoder's amplitude normalization (see data.scale_mv)
+    amplitude_kept: float | None = None  # ... and how much amplitude it keeps (see data.amplitude_kept)
     protocols: list[str] = field(default_factory=lambda: ["probe"])
     tasks: list[str] | None = None  # default: every task of the benchmark
     fractions: list[float] | None = None  # default: every fraction
@@ -88,9 +90,13 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         sources = [s for s in (method.encoder, method.pretrain, method.random_init) if s]
         if len(sources) != 1:
             problems.append(f"methods.{name}: give exactly one of encoder, pretrain, random_init")
-        if method.scale_mv is not None and (not method.random_init or not method.scale_mv > 0):
-            problems.append(f"methods.{name}.scale_mv: a positive amplitude in mV, for random_init only "
+        if (method.scale_mv is not None or method.amplitude_kept is not None) and not method.random_init:
+            problems.append(f"methods.{name}: scale_mv and amplitude_kept are for random_init only "
                             "(a trained encoder carries its own)")  # fmt: skip
+        try:
+            Amplitude.from_options(method.scale_mv, method.amplitude_kept)
+        except ValueError as error:
+            problems.append(f"methods.{name}.{error}")
         unknown = [p for p in method.protocols if p not in PROTOCOLS]
         if unknown or not method.protocols:
             problems.append(f"methods.{name}.protocols: {method.protocols} (known: {', '.join(PROTOCOLS)})")
@@ -167,7 +173,8 @@ class Benchmark:
     def encoder(self, name: str, seed: int) -> PretrainedEncoder:
         method = self.config.methods[name]
         if method.random_init:
-            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, scale_mv=method.scale_mv)
+            amplitude = Amplitude.from_options(method.scale_mv, method.amplitude_kept)
+            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, amplitude=amplitude)
         if name not in self.encoders:
             path = method.encoder
             if method.pretrain:

@@ -18,11 +18,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from coreecg import __version__
+from coreecg.dataset import PER_RECORD, Amplitude
 from coreecg.evaluation.features import check_compatible, record_outputs
 from coreecg.files import write_atomically, write_json
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples
 from coreecg.preprocess import PrepConfig
-from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, read_model_config
+from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, read_model_config, saved_amplitude
 from coreecg.store import Store
 
 CLASSIFIER_FORMAT = "coreecg-classifier"
@@ -57,12 +58,13 @@ def classifier_from_encoder(pretrained: PretrainedEncoder, classes: Sequence[str
 class SavedClassifier:
     """A loaded classifier with the settings it needs to be applied as it was validated."""
 
-    def __init__(self, model: Classifier, preprocessing: PrepConfig, crop_seconds: float, info: dict):
+    def __init__(self, model: Classifier, preprocessing: PrepConfig, crop_seconds: float, amplitude: Amplitude,
+                 info: dict):  # fmt: skip
         self.model = model.eval()
         self.preprocessing = preprocessing
         self.crop_seconds = crop_seconds
+        self.amplitude = amplitude  # the encoder's amplitude normalization
         self.info = info
-        self.scale_mv: float | None = info.get("scale_mv")  # the encoder's amplitude normalization
         self.classes: list[str] = list(info["classes"])
         self.thresholds = np.asarray(info["thresholds"], dtype=np.float64)
         self.leads: str | None = info.get("leads")
@@ -77,7 +79,7 @@ def save_classifier(
     folder: str,
     preprocessing: PrepConfig,
     crop_seconds: float,
-    scale_mv: float | None,
+    amplitude: Amplitude,
     info: dict,
 ) -> None:
     """Weights, then config (written last, so a readable config means complete weights)."""
@@ -92,7 +94,7 @@ def save_classifier(
             "encoder": encoder_config,
             "preprocessing": preprocessing.to_dict(),
             "crop_seconds": crop_seconds,
-            "scale_mv": scale_mv,
+            **amplitude.to_json(),
             **info,
             "classes": model.classes,
         },
@@ -105,7 +107,7 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClass
     model = Classifier(ECGEncoder(EncoderConfig(**config["encoder"])), config["classes"])
     model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
     return SavedClassifier(model.to(device), PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"],
-                           config)  # fmt: skip
+                           saved_amplitude(folder, config), config)  # fmt: skip
 
 
 def record_probabilities(
@@ -114,17 +116,17 @@ def record_probabilities(
     rows: Sequence[int] | np.ndarray,
     crop: int,
     leads: str | None = None,
-    scale_mv: float | None = None,
+    amplitude: Amplitude = PER_RECORD,
 ) -> np.ndarray:
     """Per-record class probabilities (len(rows) × classes): window probabilities averaged over the record."""
-    return record_outputs(model, model.probabilities, store, rows, crop, leads, scale_mv=scale_mv)
+    return record_outputs(model, model.probabilities, store, rows, crop, leads, amplitude=amplitude)
 
 
 def predict_store(saved: SavedClassifier, store: Store, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
     """One row per record: id, each class's probability, and each class's 0/1 call at its tuned threshold."""
     check_compatible(saved.preprocessing, store)
     rows = np.arange(store.n_records) if rows is None else np.asarray(rows)
-    p = record_probabilities(saved.model, store, rows, saved.crop_samples, saved.leads, saved.scale_mv)
+    p = record_probabilities(saved.model, store, rows, saved.crop_samples, saved.leads, saved.amplitude)
     records = store.records.iloc[rows]
     table = pd.DataFrame({"record_id": records["record_id"].to_numpy(), "source": records["source"].to_numpy()})
     for j, name in enumerate(saved.classes):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coreecg.dataset import StoreDataset, windows_to_cover
+from coreecg.dataset import PER_RECORD, Amplitude, StoreDataset, windows_to_cover
 from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import PretrainedEncoder, eval_batch_records
@@ -36,7 +36,7 @@ def check_compatible(preprocessing: PrepConfig, store: Store) -> None:
 
 
 def random_encoder(
-    preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25, scale_mv: float | None = None
+    preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25, amplitude: Amplitude = PER_RECORD
 ) -> PretrainedEncoder:
     """An untrained encoder of a named size (the random-init baseline), seeded, for this store's signals."""
     if preset not in ENCODER_PRESETS:
@@ -45,7 +45,7 @@ def random_encoder(
         torch.manual_seed(seed)
         encoder = ECGEncoder(EncoderConfig(patch=patch, **ENCODER_PRESETS[preset]))
     info = {"random_init": preset, "seed": seed}
-    return PretrainedEncoder(encoder, store.config, crop_seconds, info, scale_mv).eval()
+    return PretrainedEncoder(encoder, store.config, crop_seconds, info, amplitude).eval()
 
 
 def evaluation_dataset(
@@ -53,10 +53,10 @@ def evaluation_dataset(
     crop_samples: int,
     rows: Sequence[int] | np.ndarray,
     leads: str | None = None,
-    scale_mv: float | None = None,
+    amplitude: Amplitude = PER_RECORD,
 ) -> StoreDataset:
     """Every segment of ``rows`` in evaluation mode: windows of ``crop_samples`` covering each segment,
-    normalized as the model was trained (``scale_mv``, see ``StoreDataset``)."""
+    normalized as the model was trained (``amplitude``)."""
     segment = store.config.segment_samples
     return StoreDataset(
         store,
@@ -65,7 +65,7 @@ def evaluation_dataset(
         windows=windows_to_cover(segment, crop_samples),
         records=rows,
         leads=leads,
-        scale_mv=scale_mv,
+        amplitude=amplitude,
     )
 
 
@@ -90,7 +90,7 @@ def record_outputs(
     crop: int,
     leads: str | None = None,
     batch_size: int | None = None,
-    scale_mv: float | None = None,
+    amplitude: Amplitude = PER_RECORD,
 ) -> np.ndarray:
     """``output(crops, lead_mask)`` of ``module`` (in eval mode) for every window of every record in ``rows``,
     averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
@@ -100,7 +100,7 @@ def record_outputs(
     batch_size = batch_size or eval_batch_records(device)
     outputs, owners = [], []
     with evaluating(module):
-        for batch in evaluation_dataset(store, crop, rows, leads, scale_mv).loader(batch_size, shuffle=False):
+        for batch in evaluation_dataset(store, crop, rows, leads, amplitude).loader(batch_size, shuffle=False):
             x = batch["signal"].to(device)  # B × W × 12 × T
             b, w = x.shape[:2]
             mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
@@ -119,4 +119,4 @@ def record_embeddings(
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
     check_compatible(encoder.preprocessing, store)
-    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.scale_mv)
+    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.amplitude)

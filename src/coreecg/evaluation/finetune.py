@@ -122,7 +122,7 @@ def finetune(
     model = classifier_from_encoder(pretrained, classes, config.drop_path).to(device)
     crop = pretrained.crop_samples
     train = StoreDataset(store, mode="train", crop_seconds=crop / store.fs, label_set=selection.task,
-                         records=selection.train.rows, leads=leads, scale_mv=pretrained.scale_mv)  # fmt: skip
+                         records=selection.train.rows, leads=leads, amplitude=pretrained.amplitude)  # fmt: skip
     batch_size = min(config.batch_size, len(train))
     steps_per_epoch = max(1, len(train) // batch_size)
     eval_every = max(steps_per_epoch, config.min_steps_per_eval)
@@ -143,7 +143,7 @@ def finetune(
             classifier_dir,
             pretrained.preprocessing,
             pretrained.crop_seconds,
-            pretrained.scale_mv,
+            pretrained.amplitude,
             info | {"best_step": best_step, "thresholds": thresholds},
         )
 
@@ -175,7 +175,7 @@ def finetune(
             optimizer.step()
             run.step += 1
             if run.step % eval_every == 0 or run.step == total_steps:
-                p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.scale_mv)
+                p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.amplitude)
                 auroc = macro_auroc(selection.val.labels, p, classes).value
                 improved = auroc > run.best_auroc
                 if improved:
@@ -198,13 +198,13 @@ def finetune(
     if run.best_state is None:
         raise ValueError("fine-tuning never produced a validation score (empty validation part?)")
     model.load_state_dict(run.best_state)
-    val_p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.scale_mv)
+    val_p = record_probabilities(model, store, selection.val.rows, crop, leads, pretrained.amplitude)
     thresholds = tune_thresholds(selection.val.labels, val_p)
     keep_classifier(run.best_step, thresholds.tolist())
     if os.path.isfile(state_path):
         os.remove(state_path)  # finished: the classifier holds everything that is kept
     test_p = None
     if selection.test is not None:  # scored once, after every choice is made
-        test_p = record_probabilities(model, store, selection.test.rows, crop, leads, pretrained.scale_mv)
+        test_p = record_probabilities(model, store, selection.test.rows, crop, leads, pretrained.amplitude)
     chosen = {"best_step": run.best_step, "best_val_auroc": run.best_auroc, "history": run.history}
     return Outcome(val_p, test_p, thresholds, chosen, time.perf_counter() - start_time)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coreecg.config import ConfigError, apply_overrides, build, deep_merge, read_yaml
+from coreecg.dataset import Amplitude
 from coreecg.masking import MASK_MODES
 from coreecg.model import DECODER_PRESETS, ENCODER_PRESETS, DecoderConfig, EncoderConfig
 
@@ -59,6 +60,11 @@ class DataSection:
     # None: each record over its own std (DESIGN §1.1); a number: every record over this amplitude in mV,
     # which keeps absolute voltage (HVOLT, LVH) visible to the encoder
     scale_mv: float | None = None
+    # with scale_mv, how much of each record's amplitude is kept, on a log scale (see Amplitude); None: 1, all
+    amplitude_kept: float | None = None
+
+    def amplitude(self) -> Amplitude:
+        return Amplitude.from_options(self.scale_mv, self.amplitude_kept)
 
 
 @dataclass
@@ -171,6 +177,8 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(d.crop_seconds > 0, f"data.crop_seconds must be positive, got {d.crop_seconds}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     need(d.scale_mv is None or d.scale_mv > 0, f"data.scale_mv must be a positive amplitude in mV, got {d.scale_mv}")
+    need(d.amplitude_kept is None or (0 < d.amplitude_kept <= 1 and d.scale_mv is not None),
+         f"data.amplitude_kept must be in (0, 1] and needs data.scale_mv, got {d.amplitude_kept}")  # fmt: skip
     need(a.fda_strength >= 0, f"augment.fda_strength must be >= 0, got {a.fda_strength}")
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
     need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")

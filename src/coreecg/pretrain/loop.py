@@ -111,7 +111,7 @@ class Trainer:
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.stores = [Store(path) for path in config.stores]
         datasets = [StoreDataset(s, mode="train", folds=config.data.folds, splits=config.data.splits,
-                                 scale_mv=config.data.scale_mv) for s in self.stores]  # fmt: skip
+                                 amplitude=config.data.amplitude()) for s in self.stores]  # fmt: skip
         self.dataset = datasets[0] if len(datasets) == 1 else concat_datasets(datasets)
         self.fs = self.stores[0].fs
         segment_seconds = self.stores[0].config.segment_seconds
@@ -152,7 +152,7 @@ class Trainer:
             val = StoreDataset(store, mode="eval", crop_seconds=config.data.crop_seconds,
                                windows=windows_to_cover(store.config.segment_seconds, config.data.crop_seconds),
                                label_set=config.probe.label_set, splits=config.probe.splits,
-                               scale_mv=config.data.scale_mv)  # fmt: skip
+                               amplitude=config.data.amplitude())  # fmt: skip
         except StoreError as error:
             raise ConfigError(f"probe.splits {config.probe.splits}: {error}") from error
         self.probe_data = validation_subset(val, config.probe.max_records, config.train.seed)
@@ -180,7 +180,7 @@ class Trainer:
         info = {"steps": self.step, "objective": self.config.objective.preset, "stores": self.config.stores,
                 "store_hash": self.stores[0].config_hash}  # fmt: skip
         save_encoder(self.model.encoder, os.path.join(self.run_dir, "encoder"), self.stores[0].config,
-                     self.config.data.crop_seconds, info, self.config.data.scale_mv)  # fmt: skip
+                     self.config.data.crop_seconds, info, self.config.data.amplitude())  # fmt: skip
 
     def resume(self) -> bool:
         """Load checkpoint.pt if the run folder has one; refuses a checkpoint of a different config."""

@@ -94,7 +94,7 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     if model.decoder is None:
         return None
     store = evaluation_store(state["config"])
-    dataset = StoreDataset(store, mode="eval", windows=1, splits=_eval_split(store), scale_mv=config.data.scale_mv)
+    dataset = StoreDataset(store, mode="eval", windows=1, splits=_eval_split(store), amplitude=config.data.amplitude())
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     batch = dataset[np.sort(picks)]
     signal, lead_mask = batch["signal"][:, 0], batch["lead_mask"]
