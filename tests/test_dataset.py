@@ -64,6 +64,8 @@ def test_partial_amplitude_keeps_part_of_each_records_voltage_on_a_log_scale(ptb
                          ({"scale_mv": None, "kept": 0.5}, "amplitude_kept below 1 needs scale_mv")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             Amplitude(**{"scale_mv": 0.2, **bad})
+    with pytest.raises(ValueError, match=r"scale_mv must be a positive amplitude in mV, got '0\.2'"):
+        Amplitude.from_json({"scale_mv": "0.2"})  # a hand-edited config.json: an error, not a TypeError
     assert Amplitude.from_json(Amplitude(0.2, 0.5).to_json()) == Amplitude(0.2, 0.5)
     assert Amplitude.from_json({"scale_mv": 0.2}) == Amplitude(0.2) and Amplitude.from_json({}) == Amplitude()
 

@@ -264,6 +264,10 @@ def test_an_amplitude_normalization_travels_with_the_encoder_and_its_classifier(
     table = predict_store(saved, store, selection.val.rows)
     p = record_probabilities(saved.model, store, selection.val.rows, saved.crop_samples, amplitude=partial)
     assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), p, atol=1e-5)
+    config_path = tmp_path / "enc" / "config.json"
+    config_path.write_text(config_path.read_text().replace('"amplitude_kept": 0.5', '"amplitude_kept": 2'))
+    with pytest.raises(ValueError, match=r"enc/config\.json: amplitude_kept must be in \(0, 1\], got 2"):
+        load_encoder(str(tmp_path / "enc"))
 
 
 def test_predict_on_a_wfdb_folder_equals_predict_on_its_store(store, encoder, tmp_path):

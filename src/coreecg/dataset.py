@@ -31,6 +31,10 @@ from coreecg.store import Store, StoreError, check_same_preprocessing
 _EPS = 1e-6
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Amplitude:
     """What a record is divided by at load time, saved with every encoder so its users divide alike.
@@ -45,10 +49,10 @@ class Amplitude:
     kept: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.scale_mv is not None and not self.scale_mv > 0:
-            raise ValueError(f"scale_mv must be a positive amplitude in mV, got {self.scale_mv}")
-        if not 0 < self.kept <= 1:
-            raise ValueError(f"amplitude_kept must be in (0, 1], got {self.kept}")
+        if self.scale_mv is not None and not (_is_number(self.scale_mv) and self.scale_mv > 0):
+            raise ValueError(f"scale_mv must be a positive amplitude in mV, got {self.scale_mv!r}")
+        if not (_is_number(self.kept) and 0 < self.kept <= 1):
+            raise ValueError(f"amplitude_kept must be in (0, 1], got {self.kept!r}")
         if self.kept != 1 and self.scale_mv is None:
             raise ValueError("amplitude_kept below 1 needs scale_mv: the amplitude it keeps is relative to it")
 
