@@ -176,9 +176,10 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(config.stores != [""] and all(config.stores), "data.store is required (a store folder, or a list)")
     need(d.crop_seconds > 0, f"data.crop_seconds must be positive, got {d.crop_seconds}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
-    need(d.scale_mv is None or d.scale_mv > 0, f"data.scale_mv must be a positive amplitude in mV, got {d.scale_mv}")
-    need(d.amplitude_kept is None or (0 < d.amplitude_kept <= 1 and d.scale_mv is not None),
-         f"data.amplitude_kept must be in (0, 1] and needs data.scale_mv, got {d.amplitude_kept}")  # fmt: skip
+    try:
+        d.amplitude()  # its own checks, shared with saved models and benchmark methods
+    except ValueError as error:
+        need(False, f"data.{error}")
     need(a.fda_strength >= 0, f"augment.fda_strength must be >= 0, got {a.fda_strength}")
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
     need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")
