@@ -270,6 +270,29 @@ def test_an_amplitude_normalization_travels_with_the_encoder_and_its_classifier(
         load_encoder(str(tmp_path / "enc"))
 
 
+def test_an_amplitude_token_encoder_gets_the_same_record_std_on_every_path(store, tmp_path):
+    with_token = random_encoder("cpu", store, crop_seconds=2.5, seed=0, amplitude_token=True)
+    with_token.save(str(tmp_path / "enc"))
+    loaded = load_encoder(str(tmp_path / "enc"))
+    assert loaded.encoder.config.amplitude_token
+    selection = select(store, TASK, **PARTS)
+    rows = selection.val.rows[:3]
+    from_store = record_embeddings(loaded, store, rows)
+    only_i = record_embeddings(loaded, store, rows, leads="I")  # the std of lead I alone, not of all 12
+    for i, row in enumerate(rows):
+        raw, _ = read_wfdb_record(str(PTBXL / store.records.path[row]), "r", "test")
+        assert np.allclose(loaded.embed(raw.signal, raw.fs, raw.lead_names), from_store[i], atol=1e-4)
+        lead_i = raw.signal[raw.lead_names.index("I")][None]
+        assert np.allclose(loaded.embed(lead_i, raw.fs, ["I"]), only_i[i], atol=1e-4)
+    finetune(loaded, store, selection, str(tmp_path / "ft"),
+             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    saved = load_classifier(str(tmp_path / "ft"))
+    assert saved.model.encoder.config.amplitude_token
+    table = predict_store(saved, store, selection.val.rows)
+    p = record_probabilities(saved.model, store, selection.val.rows, saved.crop_samples)
+    assert np.allclose(table[[f"p_{c}" for c in saved.classes]].to_numpy(), p, atol=1e-5)
+
+
 def test_predict_on_a_wfdb_folder_equals_predict_on_its_store(store, encoder, tmp_path):
     finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "ft"),
              FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
@@ -381,7 +404,7 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
     with pytest.raises(ValueError, match="exactly one of encoder, pretrain, random_init"):
         load_benchmark_config(str(bad))
     bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"encoder": "e", "scale_mv": 0.2}})
-    with pytest.raises(ValueError, match=r"methods\.x: scale_mv and amplitude_kept are for random_init only"):
+    with pytest.raises(ValueError, match=r"methods\.x: scale_mv, amplitude_kept and amplitude_token are for random"):
         load_benchmark_config(str(bad))
     bad = _write_benchmark(tmp_path, str(ptbxl_store), methods={"x": {"random_init": "cpu", "amplitude_kept": 0.5}})
     with pytest.raises(ValueError, match=r"methods\.x\.amplitude_kept below 1 needs scale_mv"):

@@ -259,3 +259,31 @@ def test_encoder_embed_uses_only_present_leads():
     other[0, 2:] = 0.0
     assert torch.allclose(encoder.embed(x, lead_mask), encoder.embed(other, lead_mask), atol=1e-6)
     assert torch.isfinite(encoder.embed(x, lead_mask)).all()
+
+
+def test_the_amplitude_token_reaches_g_per_row_and_both_row_layouts_agree():
+    torch.manual_seed(8)
+    encoder = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=2, heads=4, amplitude_token=True)).eval()
+    x = torch.randn(6, 12, 250)
+    lead_mask = torch.ones(6, 12, dtype=torch.bool)
+    lead_mask[0, 6:] = False
+    visible = stdm(lead_mask, 10, 0.5, 0.3, generator=torch.Generator().manual_seed(3))
+    std = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.5, 0.08])
+    with torch.no_grad():
+        encoder.group_rows = True
+        grouped = encoder(x, visible, std)
+        encoder.group_rows = False
+        padded = encoder(x, visible, std)
+        assert torch.allclose(grouped.g, padded.g, atol=1e-5)
+        assert torch.allclose(grouped.tokens[grouped.valid], padded.tokens[padded.valid], atol=1e-5)
+        assert grouped.tokens.shape[1] == int(grouped.counts.max())  # the token is no grid position
+        louder = std.clone()
+        louder[2] *= 3
+        moved = encoder(x, visible, louder).g
+    changed = (moved - padded.g).abs().amax(1)
+    assert changed[2] > 1e-2 and torch.all(changed[[0, 1, 3, 4, 5]] < 1e-6)
+    with pytest.raises(ValueError, match="amplitude token: pass each record's std"):
+        encoder(x, visible)
+    plain = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=1, heads=4)).eval()
+    with torch.no_grad():  # an encoder without the token ignores the amplitude
+        assert torch.equal(plain(x, visible, std).g, plain(x, visible).g)

@@ -140,12 +140,15 @@ def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
     assert not np.allclose(two_leads[0], embedded, atol=1e-3)
 
 
-def test_a_fixed_amplitude_pretraining_saves_it_with_the_encoder(ptbxl_store, tmp_path):
+def test_amplitude_settings_train_and_are_saved_with_the_encoder(ptbxl_store, tmp_path):
     config = small_config(ptbxl_store, data={"scale_mv": 0.2, "amplitude_kept": 0.5}, train={"steps": 2},
+                          model={**SMALL_MODEL, "amplitude_token": True},
                           probe={"label_set": "superdiagnostic", "eval_every": 2, "max_records": 20})  # fmt: skip
     result = pretrain(config, str(tmp_path / "fixed"), log=quiet)
     assert result.finished and np.isfinite(result.last["loss"])
-    assert coreecg.load_encoder(str(tmp_path / "fixed")).amplitude == Amplitude(0.2, kept=0.5)
+    loaded = coreecg.load_encoder(str(tmp_path / "fixed"))
+    assert loaded.amplitude == Amplitude(0.2, kept=0.5)
+    assert loaded.encoder.config.amplitude_token and loaded.encoder.amplitude_embed is not None
 
 
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):

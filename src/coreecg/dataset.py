@@ -170,9 +170,10 @@ class StoreDataset(Dataset):
             raise StoreError(f"{self.store.path}: no segments match this selection (folds, splits, label set)")
         if mode == "train":  # random crops: warm the page cache instead of faulting page by page
             self.store.prefetch(np.unique(self.store.segment_shard[self.segments]))
-        needs_std = amplitude.per_record or amplitude.kept < 1
-        std = self.store.record_std if lead_keep.all() or not needs_std else self._std_over_kept_leads()
-        self.scale = amplitude.divisors(std)
+        # The record std over the kept leads: what per-record normalization divides by, and what an
+        # encoder's amplitude token is given (batch key "record_std").
+        self.record_std = self.store.record_std if lead_keep.all() else self._std_over_kept_leads()
+        self.scale = amplitude.divisors(self.record_std)
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -241,6 +242,7 @@ class StoreDataset(Dataset):
         batch = {
             "signal": signal,
             "lead_mask": torch.from_numpy(lead_mask),
+            "record_std": torch.from_numpy(self.record_std[records].astype(np.float32)),
             "segment": torch.from_numpy(segments),
             "record": torch.from_numpy(records.astype(np.int64)),
         }

@@ -32,6 +32,9 @@ class EncoderConfig:
     mlp_ratio: float = 4.0
     max_time_patches: int = 512  # longest crop the time embedding covers, in patches
     drop_path: float = 0.0  # stochastic depth (fine-tuning uses it; pretraining leaves it 0)
+    # One extra token carrying the record's amplitude (log of its std in mV), which per-record
+    # normalization (DESIGN §1.1) takes out of the waves; see ``amplitude_feature``.
+    amplitude_token: bool = False
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -61,6 +64,9 @@ DECODER_PRESETS: dict[str, dict] = {
 
 
 TIME_EMBED_SCALE = 0.1
+# Centre of the amplitude token's input: about the median record std of PTB-XL folds 1-8 (0.176 mV),
+# so the input sits near 0 (1st-99th percentile of records: about -0.7 to +1.1).
+AMPLITUDE_REFERENCE_MV = 0.18
 MAX_ROW_GROUPS = 16  # beyond this many distinct visible counts, one padded batch is cheaper
 
 
@@ -158,6 +164,15 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(b, leads * (t // patch), patch)
 
 
+def amplitude_feature(record_std: torch.Tensor) -> torch.Tensor:
+    """The amplitude token's input: log of the record std (mV) over the reference, B → B × 1.
+
+    A log, because amplitude acts multiplicatively (body habitus, lead placement, gain) and spans
+    about 5× between records; clamped at 1 µV so a flat record gives a finite value.
+    """
+    return torch.log(record_std.float().clamp_min(1e-3) / AMPLITUDE_REFERENCE_MV)[:, None]
+
+
 @dataclass
 class Encoded:
     """Encoder output: visible tokens (B × L × D), which are real (B × L), their grid positions, and g."""
@@ -171,7 +186,12 @@ class Encoded:
 
 
 class ECGEncoder(nn.Module):
-    """Lead-aware ViT: token = Linear(patch) + lead embedding + sinusoidal time embedding."""
+    """Lead-aware ViT: token = Linear(patch) + lead embedding + sinusoidal time embedding.
+
+    With ``amplitude_token``, one more token, ``Linear(amplitude_feature(record std))``, joins every
+    row: always visible, attended to by the patch tokens and part of g's mean, but never a grid
+    position (the decoder does not see it). The waves stay normalized per record.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -189,17 +209,25 @@ class ECGEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(d)
         self.global_norm = nn.LayerNorm(d)
+        self.amplitude_embed = nn.Linear(1, d) if config.amplitude_token else None
         self.group_rows: bool | None = None  # see forward; None: on CPU only
         self.apply(_init_weights)
         nn.init.xavier_uniform_(self.patch_embed.weight)  # content on the scale of the embeddings (as MAE)
         nn.init.normal_(self.lead_embed, std=0.02)
+        if self.amplitude_embed is not None:
+            # A non-zero bias (the token's type) on the scale of the slope, so the blocks' pre-norm
+            # sees the amplitude's size from the start, not only its sign.
+            nn.init.normal_(self.amplitude_embed.bias, std=0.02)
 
     @property
     def dim(self) -> int:
         return self.config.dim
 
-    def forward(self, x: torch.Tensor, visible: torch.Tensor) -> Encoded:
+    def forward(self, x: torch.Tensor, visible: torch.Tensor, record_std: torch.Tensor | None = None) -> Encoded:
         """Encode the visible patches of ``x`` (B × 12 × T); ``visible`` is B × 12 × N.
+
+        ``record_std`` (B, in mV: what each record was divided by under per-record normalization) is
+        required by an encoder with an amplitude token and ignored by one without.
 
         ``self.group_rows`` (default: on CPU) encodes rows of equal visible count together, so no row is
         padded and attention needs no mask; under STDM a batch has a handful of distinct counts
@@ -207,6 +235,7 @@ class ECGEncoder(nn.Module):
         encoder's work. On CUDA one padded batch is kept (fewer, larger kernels). Same result either way.
         """
         b = x.shape[0]
+        extra = self._amplitude_tokens(record_std, b)
         patches = patchify(x, self.config.patch)
         n_time = patches.shape[1] // N_LEADS
         if n_time > self.config.max_time_patches:
@@ -225,36 +254,67 @@ class ECGEncoder(nn.Module):
             groups.setdefault(count, []).append(row)
         group_rows = self.group_rows if self.group_rows is not None else x.device.type == "cpu"
         if len(groups) == 1 or not group_rows or len(groups) > MAX_ROW_GROUPS:
-            tokens = self._encode_rows(patches, index, n_time, None if len(groups) == 1 else valid)
+            tokens = self._encode_rows(patches, index, n_time, None if len(groups) == 1 else valid, extra)
         else:
             parts, order = [], []
             for count, rows in groups.items():
                 picked = torch.tensor(rows, device=x.device)
-                encoded = self._encode_rows(patches[picked], index[picked, :count], n_time, None)
-                parts.append(F.pad(encoded, (0, 0, 0, longest - count)))
+                part_extra = None if extra is None else extra[picked]
+                encoded = self._encode_rows(patches[picked], index[picked, :count], n_time, None, part_extra)
+                grid = F.pad(encoded[:, :count], (0, 0, 0, longest - count))
+                parts.append(grid if part_extra is None else torch.cat([grid, encoded[:, count:]], dim=1))
                 order.extend(rows)
             inverse = torch.empty(b, dtype=torch.long)
             inverse[torch.tensor(order)] = torch.arange(b)
             tokens = torch.cat(parts)[inverse.to(x.device)]
         weights = valid.to(tokens.dtype)[..., None]
-        g = self.global_norm((tokens * weights).sum(1) / counts[:, None].to(tokens.dtype))
+        number = counts[:, None].to(tokens.dtype)
+        if extra is None:
+            total = (tokens * weights).sum(1)
+        else:  # the amplitude token's output sits in the last slot, after the padding
+            tokens, amplitude_out = tokens[:, :-1], tokens[:, -1]
+            total, number = (tokens * weights).sum(1) + amplitude_out, number + 1
+        g = self.global_norm(total / number)
         return Encoded(tokens, valid, index, counts, g, None if len(groups) == 1 else valid)
 
+    def _amplitude_tokens(self, record_std: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """B × 1 × D amplitude tokens, or None for an encoder without them."""
+        if self.amplitude_embed is None:
+            return None
+        if record_std is None:
+            raise ValueError("this encoder has an amplitude token: pass each record's std in mV (record_std)")
+        if record_std.shape != (rows,):
+            raise ValueError(f"record_std has shape {tuple(record_std.shape)}; expected ({rows},), one per row")
+        return self.amplitude_embed(amplitude_feature(record_std).to(self.amplitude_embed.weight.dtype))[:, None]
+
     def _encode_rows(
-        self, patches: torch.Tensor, index: torch.Tensor, n_time: int, key_mask: torch.Tensor | None
+        self,
+        patches: torch.Tensor,
+        index: torch.Tensor,
+        n_time: int,
+        key_mask: torch.Tensor | None,
+        extra: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tokens of the grid positions ``index`` (B × L) of ``patches``, through every block and the norm."""
+        """Tokens of the grid positions ``index`` (B × L) of ``patches``, through every block and the norm.
+
+        ``extra`` (B × 1 × D, the amplitude token) is appended after the grid tokens and its output
+        returned in the last slot, so the grid tokens keep their positions.
+        """
         picked = patches.gather(1, index[..., None].expand(-1, -1, patches.shape[-1]))
         tokens = self.patch_embed(picked) + self.lead_embed[index // n_time] + self.time_embed[index % n_time]
+        if extra is not None:
+            tokens = torch.cat([tokens, extra.to(tokens.dtype)], dim=1)
+            if key_mask is not None:
+                key_mask = F.pad(key_mask, (0, 1), value=True)
         for block in self.blocks:
             tokens = block(tokens, key_mask)
         return self.norm(tokens)
 
-    def embed(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, lead_mask: torch.Tensor, record_std: torch.Tensor | None = None) -> torch.Tensor:
         """Global representation of whole crops (every present patch visible): B × D."""
         n_time = x.shape[-1] // self.config.patch
         visible = lead_mask[:, :, None].expand(-1, -1, n_time)
-        return self(x, visible).g
+        return self(x, visible, record_std).g
 
 
 class ReconstructionDecoder(nn.Module):

@@ -62,9 +62,12 @@ class PretrainedEncoder(nn.Module):
     def crop_samples(self) -> int:
         return crop_samples(self.crop_seconds, self.preprocessing.fs, self.encoder.config.patch)
 
-    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
-        """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D."""
-        return self.encoder.embed(x, lead_mask)
+    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor, record_std: torch.Tensor | None = None) -> torch.Tensor:
+        """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D.
+
+        ``record_std`` (B, mV) is each crop's record std, needed by an encoder with an amplitude token.
+        """
+        return self.encoder.embed(x, lead_mask, record_std)
 
     def windows(self, signal: np.ndarray, count: int | None = None) -> np.ndarray:
         """Evenly spaced crops of a prepared 12 × T signal (zero-padded if shorter): W × 12 × crop.
@@ -93,7 +96,7 @@ class PretrainedEncoder(nn.Module):
         """
         single = isinstance(signal, np.ndarray) and signal.ndim == 2
         records = [signal] if single else list(signal)
-        crops, masks, owner = [], [], []
+        crops, masks, stds, owner = [], [], [], []
         for i, raw in enumerate(records):
             raw = np.asarray(raw, dtype=np.float64)
             prepared = prepare_record(
@@ -107,8 +110,9 @@ class PretrainedEncoder(nn.Module):
             cut = self.windows(x[0, 0], windows)
             crops.append(cut)
             masks.append(np.repeat(prepared.lead_mask[None], len(cut), axis=0))
+            stds.append(np.full(len(cut), prepared.record_std, dtype=np.float32))
             owner.extend([i] * len(cut))
-        x_all, mask_all = np.concatenate(crops), np.concatenate(masks)
+        x_all, mask_all, std_all = np.concatenate(crops), np.concatenate(masks), np.concatenate(stds)
         device = next(self.parameters()).device
         batch_size = batch_size or 2 * eval_batch_records(device)  # windows
         parts = []
@@ -116,7 +120,8 @@ class PretrainedEncoder(nn.Module):
             for start in range(0, len(x_all), batch_size):
                 x = torch.from_numpy(x_all[start : start + batch_size]).to(device)
                 m = torch.from_numpy(mask_all[start : start + batch_size]).to(device)
-                parts.append(self(x, m).float().cpu())
+                s = torch.from_numpy(std_all[start : start + batch_size]).to(device)
+                parts.append(self(x, m, s).float().cpu())
         g = torch.cat(parts).numpy()
         owner_array = np.asarray(owner)
         out = np.stack([g[owner_array == i].mean(0) for i in range(len(records))])

@@ -48,6 +48,7 @@ class MethodSpec:
     crop_seconds: float = 5.0  # crop length of a random-init encoder (trained ones carry their own)
     scale_mv: float | None = None  # a random-init encoder's amplitude normalization (see data.scale_mv)
     amplitude_kept: float | None = None  # ... and how much amplitude it keeps (see data.amplitude_kept)
+    amplitude_token: bool | None = None  # a random-init encoder with the amplitude token (model.amplitude_token)
     protocols: list[str] = field(default_factory=lambda: ["probe"])
     tasks: list[str] | None = None  # default: every task of the benchmark
     fractions: list[float] | None = None  # default: every fraction
@@ -90,9 +91,10 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         sources = [s for s in (method.encoder, method.pretrain, method.random_init) if s]
         if len(sources) != 1:
             problems.append(f"methods.{name}: give exactly one of encoder, pretrain, random_init")
-        if (method.scale_mv is not None or method.amplitude_kept is not None) and not method.random_init:
-            problems.append(f"methods.{name}: scale_mv and amplitude_kept are for random_init only "
-                            "(a trained encoder carries its own)")  # fmt: skip
+        random_only = (method.scale_mv, method.amplitude_kept, method.amplitude_token)
+        if any(value is not None for value in random_only) and not method.random_init:
+            problems.append(f"methods.{name}: scale_mv, amplitude_kept and amplitude_token are for random_init "
+                            "only (a trained encoder carries its own)")  # fmt: skip
         try:
             Amplitude.from_options(method.scale_mv, method.amplitude_kept)
         except ValueError as error:
@@ -174,7 +176,8 @@ class Benchmark:
         method = self.config.methods[name]
         if method.random_init:
             amplitude = Amplitude.from_options(method.scale_mv, method.amplitude_kept)
-            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, amplitude=amplitude)
+            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, amplitude=amplitude,
+                                  amplitude_token=bool(method.amplitude_token))  # fmt: skip
         if name not in self.encoders:
             path = method.encoder
             if method.pretrain:
@@ -332,7 +335,8 @@ def encoder_identities(config: BenchmarkConfig) -> dict[str, str]:
         elif method.encoder:
             identities[name] = f"encoder {os.path.abspath(os.path.expanduser(method.encoder))}"
         else:
-            identities[name] = f"random_init {method.random_init}"
+            token = " amplitude_token" if method.amplitude_token else ""
+            identities[name] = f"random_init {method.random_init}{token}"
     return identities
 
 

@@ -40,11 +40,13 @@ class Classifier(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.classes = list(classes)
 
-    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.embed(x, lead_mask))
+    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor, record_std: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.encoder.embed(x, lead_mask, record_std))
 
-    def probabilities(self, x: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(x, lead_mask).float())
+    def probabilities(
+        self, x: torch.Tensor, lead_mask: torch.Tensor, record_std: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.sigmoid(self(x, lead_mask, record_std).float())
 
 
 def classifier_from_encoder(pretrained: PretrainedEncoder, classes: Sequence[str], drop_path: float) -> Classifier:

@@ -36,14 +36,24 @@ def check_compatible(preprocessing: PrepConfig, store: Store) -> None:
 
 
 def random_encoder(
-    preset: str, store: Store, crop_seconds: float, seed: int, patch: int = 25, amplitude: Amplitude = PER_RECORD
+    preset: str,
+    store: Store,
+    crop_seconds: float,
+    seed: int,
+    patch: int = 25,
+    amplitude: Amplitude = PER_RECORD,
+    amplitude_token: bool = False,
 ) -> PretrainedEncoder:
-    """An untrained encoder of a named size (the random-init baseline), seeded, for this store's signals."""
+    """An untrained encoder of a named size (the random-init baseline), seeded, for this store's signals.
+
+    ``amplitude_token``: built with the record-amplitude token, the baseline for encoders trained with one.
+    """
     if preset not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {preset!r} (known: {', '.join(ENCODER_PRESETS)})")
+    config = EncoderConfig(patch=patch, amplitude_token=amplitude_token, **ENCODER_PRESETS[preset])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = ECGEncoder(EncoderConfig(patch=patch, **ENCODER_PRESETS[preset]))
+        encoder = ECGEncoder(config)
     info = {"random_init": preset, "seed": seed}
     return PretrainedEncoder(encoder, store.config, crop_seconds, info, amplitude).eval()
 
@@ -84,7 +94,7 @@ def average_by_record(values: np.ndarray, owners: np.ndarray, rows: np.ndarray) 
 @torch.no_grad()
 def record_outputs(
     module: nn.Module,
-    output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    output: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     store: Store,
     rows: Sequence[int] | np.ndarray,
     crop: int,
@@ -92,8 +102,8 @@ def record_outputs(
     batch_size: int | None = None,
     amplitude: Amplitude = PER_RECORD,
 ) -> np.ndarray:
-    """``output(crops, lead_mask)`` of ``module`` (in eval mode) for every window of every record in ``rows``,
-    averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
+    """``output(crops, lead_mask, record_std)`` of ``module`` (in eval mode) for every window of every record
+    in ``rows``, averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
     ``eval_batch_records`` for the module's device)."""
     rows = np.asarray(rows, dtype=np.int64)
     device = next(module.parameters()).device
@@ -104,7 +114,9 @@ def record_outputs(
             x = batch["signal"].to(device)  # B × W × 12 × T
             b, w = x.shape[:2]
             mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
-            out = output(x.flatten(0, 1), mask)  # fp32 everywhere: thresholds tuned here must hold on any device
+            record_std = batch["record_std"].to(device).repeat_interleave(w, dim=0)
+            # fp32 everywhere: thresholds tuned here must hold on any device
+            out = output(x.flatten(0, 1), mask, record_std)
             outputs.append(out.float().view(b, w, -1).mean(1).cpu().numpy())
             owners.append(batch["record"].numpy())
     return average_by_record(np.concatenate(outputs), np.concatenate(owners), rows)

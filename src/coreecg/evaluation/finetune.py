@@ -167,7 +167,7 @@ def finetune(
                 group["lr"] = lr * group["lr_scale"]
             x, mask = batch["signal"].to(device), batch["lead_mask"].to(device)
             with autocast_for(device):
-                logits = model(x, mask)
+                logits = model(x, mask, batch["record_std"].to(device))
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

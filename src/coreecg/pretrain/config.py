@@ -28,6 +28,9 @@ class ModelSection:
     decoder_heads: int | None = None
     projection_hidden: int = 512
     projection_dim: int = 128
+    # True: the encoder gets the record's amplitude as a token of its own (waves stay normalized per
+    # record). None (unset) means False, so runs from before the option keep their identity.
+    amplitude_token: bool | None = None
 
     def encoder(self) -> EncoderConfig:
         size = ENCODER_PRESETS[self.preset]
@@ -38,6 +41,7 @@ class ModelSection:
             heads=self.heads or size["heads"],
             mlp_ratio=self.mlp_ratio,
             max_time_patches=self.max_time_patches,
+            amplitude_token=bool(self.amplitude_token),
         )
 
     def decoder(self) -> DecoderConfig:

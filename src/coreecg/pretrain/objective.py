@@ -89,10 +89,15 @@ class CoReECG(nn.Module):
             else None
         )
 
-    def forward(self, views: list[View], lead_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Losses (``loss`` is what is optimized) and the views' global representations ``g``."""
+    def forward(
+        self, views: list[View], lead_mask: torch.Tensor, record_std: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses (``loss`` is what is optimized) and the views' global representations ``g``.
+
+        ``record_std`` (B, mV) feeds an encoder's amplitude token; both views are of one record.
+        """
         objective = self.config.objective
-        encoded = [self.encoder(view.signal, view.visible) for view in views]
+        encoded = [self.encoder(view.signal, view.visible, record_std) for view in views]
         out: dict[str, torch.Tensor] = {"g": torch.stack([e.g for e in encoded]).detach()}
         loss = torch.zeros((), device=lead_mask.device)
         if self.projector is not None:

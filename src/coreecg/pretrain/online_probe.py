@@ -49,8 +49,9 @@ class OnlineProbe(nn.Module):
             for batch in dataset.loader(batch_size, shuffle=False):
                 x = batch["signal"].to(device)  # B × W × 12 × T
                 b, w = x.shape[:2]
-                mask = batch["lead_mask"].to(device)
-                g = encoder.embed(x.flatten(0, 1), mask.repeat_interleave(w, dim=0)).view(b, w, -1).mean(1)
+                mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
+                record_std = batch["record_std"].to(device).repeat_interleave(w, dim=0)
+                g = encoder.embed(x.flatten(0, 1), mask, record_std).view(b, w, -1).mean(1)
                 scores.append(torch.sigmoid(self(g)).cpu().numpy())
                 labels.append(batch["label"].numpy())
         return macro_auroc(np.concatenate(labels), np.concatenate(scores), self.classes)

@@ -101,7 +101,7 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         views = make_views(signal, lead_mask, config, store.fs)
-    encoded = [model.encoder(v.signal, v.visible) for v in views]
+    encoded = [model.encoder(v.signal, v.visible, batch["record_std"]) for v in views]
     view = views[0]
     n_time = view.visible.shape[-1]
     cond = encoded[1].g if config.objective.align else None
