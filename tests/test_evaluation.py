@@ -437,5 +437,11 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     assert "no label set 'nope'" in capsys.readouterr().err
     assert main(["embed", "--random-init", "cpu", "--wfdb", str(PTBXL), "--out", str(tmp_path / "e2")]) == 2
     assert "--wfdb needs --encoder" in capsys.readouterr().err
+    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--amplitude-token", "--store", str(ptbxl_store),
+                 "--out", str(tmp_path / "e3")]) == 2  # fmt: skip
+    assert "are for --random-init only" in capsys.readouterr().err
+    assert main(["probe", "--encoder", str(tmp_path / "enc"), "--amplitude-token", "--store", str(ptbxl_store),
+                 "--task", TASK, "--out", str(tmp_path / "p3")]) == 2  # fmt: skip
+    assert "are for --random-init only" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "--store", str(ptbxl_store), "--out", "x.csv"]) == 2
     assert "no coreecg classifier here" in capsys.readouterr().err

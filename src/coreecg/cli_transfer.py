@@ -29,6 +29,16 @@ def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
                         "normalization (default: each record over its own std)")  # fmt: skip
     parser.add_argument("--amplitude-kept", type=float, help="with --scale-mv: share of each record's amplitude "
                         "kept, on a log scale, in (0, 1] (default 1)")  # fmt: skip
+    parser.add_argument("--amplitude-token", action="store_true", help="a --random-init encoder with the record-"
+                        "amplitude token (baseline for encoders trained with model.amplitude_token)")  # fmt: skip
+
+
+def _refuse_random_init_options(args: argparse.Namespace) -> None:
+    """A saved encoder carries its own normalization and token: say so rather than ignore the options."""
+    random_only = (args.scale_mv, args.amplitude_kept, args.amplitude_token or None)
+    if args.encoder and any(value is not None for value in random_only):
+        raise ValueError("--scale-mv, --amplitude-kept and --amplitude-token are for --random-init only "
+                         f"(the encoder in {args.encoder} carries its own)")  # fmt: skip
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +91,10 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
     from coreecg.evaluation.benchmark import BenchmarkConfig, MethodSpec
     from coreecg.evaluation.finetune import FinetuneConfig
 
+    _refuse_random_init_options(args)
     method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
-                        scale_mv=args.scale_mv, amplitude_kept=args.amplitude_kept, protocols=[protocol])  # fmt: skip
+                        scale_mv=args.scale_mv, amplitude_kept=args.amplitude_kept,
+                        amplitude_token=args.amplitude_token or None, protocols=[protocol])  # fmt: skip
     config = BenchmarkConfig(
         store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
         lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
@@ -177,6 +189,7 @@ def run_embed(args: argparse.Namespace) -> int:
     from coreecg.pretrained import load_encoder
     from coreecg.store import Store
 
+    _refuse_random_init_options(args)
     with tempfile.TemporaryDirectory(prefix="coreecg-embed-") as work:
         encoder = load_encoder(args.encoder) if args.encoder else None
         if args.store:
@@ -187,7 +200,8 @@ def run_embed(args: argparse.Namespace) -> int:
             store = prepare_folder(args.wfdb, encoder.preprocessing, work, _log)
         if encoder is None:
             amplitude = Amplitude.from_options(args.scale_mv, args.amplitude_kept)
-            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, amplitude=amplitude)
+            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, amplitude=amplitude,
+                                     amplitude_token=args.amplitude_token)  # fmt: skip
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
         x = record_embeddings(encoder, store, rows, leads)
