@@ -24,7 +24,7 @@ from coreecg.dataset import Amplitude, StoreDataset
 from coreecg.distributed import all_reduce_mean, shutdown
 from coreecg.pretrain.config import resolve
 from coreecg.pretrain.loop import learning_rate, pretrain
-from coreecg.pretrain.objective import CoReECG, View
+from coreecg.pretrain.objective import CoReECG, View, make_views
 from coreecg.readers.base import read_wfdb_record
 from coreecg.store import Store
 from tests.conftest import PTBXL, quiet
@@ -149,6 +149,22 @@ def test_amplitude_settings_train_and_are_saved_with_the_encoder(ptbxl_store, tm
     loaded = coreecg.load_encoder(str(tmp_path / "fixed"))
     assert loaded.amplitude == Amplitude(0.2, kept=0.5)
     assert loaded.encoder.config.amplitude_token and loaded.encoder.amplitude_embed is not None
+
+
+def test_amplitude_jitter_draws_each_views_amplitude_on_a_log_scale(ptbxl_store):
+    model = {**SMALL_MODEL, "amplitude_token": True}
+    config = resolve(small_config(ptbxl_store, model=model, augment={"amplitude_jitter": 0.3}))
+    torch.manual_seed(0)
+    std = torch.full((4000,), 0.2)
+    views = make_views(torch.randn(4000, 12, 500), torch.ones(4000, 12, dtype=torch.bool), config, 100.0, std)
+    ratio = torch.log(views[0].record_std / std)
+    assert abs(float(ratio.std()) - 0.3) < 0.02 and abs(float(ratio.mean())) < 0.02
+    assert not torch.allclose(views[0].record_std, views[1].record_std)
+    plain = make_views(torch.randn(4, 12, 500), torch.ones(4, 12, dtype=torch.bool), resolve(small_config(
+        ptbxl_store, model=model)), 100.0, std[:4])  # fmt: skip
+    assert all(torch.equal(v.record_std, std[:4]) for v in plain)
+    with pytest.raises(ValueError, match=r"augment\.amplitude_jitter needs model\.amplitude_token"):
+        resolve(small_config(ptbxl_store, augment={"amplitude_jitter": 0.3}))
 
 
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):

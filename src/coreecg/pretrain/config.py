@@ -81,6 +81,10 @@ class AugmentSection:
     time_scale: float = 0.2
     time_noise: float = 0.05
     time_wander: float = 0.1
+    # With model.amplitude_token: each view's record std is multiplied by exp(N(0, σ²)), so the token
+    # tells the two views of a record apart from others only coarsely (an exact shared value is a
+    # shortcut for InfoNCE). None (unset): no jitter.
+    amplitude_jitter: float | None = None
 
 
 @dataclass
@@ -188,6 +192,9 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
     need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")
     need(0 <= a.fda_phase <= 1, f"augment.fda_phase must be in [0, 1], got {a.fda_phase}")
+    if a.amplitude_jitter is not None:
+        need(a.amplitude_jitter >= 0, f"augment.amplitude_jitter must be >= 0, got {a.amplitude_jitter}")
+        need(bool(m.amplitude_token), "augment.amplitude_jitter needs model.amplitude_token: true")
     need(k.mode in MASK_MODES, f"mask.mode {k.mode!r} is not one of {', '.join(MASK_MODES)}")
     need(0 <= k.time_ratio < 1, f"mask.time_ratio must be in [0, 1), got {k.time_ratio}")
     need(0 <= k.lead_probability <= 1, f"mask.lead_probability must be in [0, 1], got {k.lead_probability}")

@@ -238,10 +238,10 @@ class Trainer:
             signal = batch["signal"].to(self.device, non_blocking=True)
             lead_mask = batch["lead_mask"].to(self.device, non_blocking=True)
             record_std = batch["record_std"].to(self.device, non_blocking=True)
-            views = make_views(signal, lead_mask, self.config, self.fs)
+            views = make_views(signal, lead_mask, self.config, self.fs, record_std)
             sync = micro == t.accumulate - 1 or not self.context.distributed
             with contextlib.nullcontext() if sync else self.ddp.no_sync(), self._autocast():
-                out = self.ddp(views, lead_mask, record_std)
+                out = self.ddp(views, lead_mask)
             (out["loss"] / t.accumulate).backward()
             for key in ("loss", "rec", "con"):
                 if key in out:

@@ -26,10 +26,21 @@ class View:
     signal: torch.Tensor  # B × 12 × T, augmented: what the encoder sees
     target: torch.Tensor  # B × 12 × T, the same crop before augmentation: what is reconstructed
     visible: torch.Tensor  # B × 12 × N
+    record_std: torch.Tensor | None = None  # B, mV: what the encoder's amplitude token is given
 
 
-def make_views(signal: torch.Tensor, lead_mask: torch.Tensor, config: PretrainConfig, fs: float) -> list[View]:
-    """Two views of each segment: independent random crop, FDA (or time-domain augmentation), mask."""
+def make_views(
+    signal: torch.Tensor,
+    lead_mask: torch.Tensor,
+    config: PretrainConfig,
+    fs: float,
+    record_std: torch.Tensor | None = None,
+) -> list[View]:
+    """Two views of each segment: independent random crop, FDA (or time-domain augmentation), mask.
+
+    ``record_std`` (B, mV) goes with each view for an amplitude token, jittered per view when
+    ``augment.amplitude_jitter`` is set.
+    """
     patch = config.model.patch
     crop = crop_samples(config.data.crop_seconds, fs, patch)
     aug, mask = config.augment, config.mask
@@ -57,7 +68,11 @@ def make_views(signal: torch.Tensor, lead_mask: torch.Tensor, config: PretrainCo
             time_ratio=mask.time_ratio,
             lead_probability=mask.lead_probability,
         )
-        views.append(View(augmented, target, visible))
+        amplitude = record_std
+        if record_std is not None and aug.amplitude_jitter:
+            noise = torch.randn(record_std.shape, device=record_std.device)
+            amplitude = record_std * torch.exp(aug.amplitude_jitter * noise)
+        views.append(View(augmented, target, visible, amplitude))
     return views
 
 
@@ -89,15 +104,10 @@ class CoReECG(nn.Module):
             else None
         )
 
-    def forward(
-        self, views: list[View], lead_mask: torch.Tensor, record_std: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Losses (``loss`` is what is optimized) and the views' global representations ``g``.
-
-        ``record_std`` (B, mV) feeds an encoder's amplitude token; both views are of one record.
-        """
+    def forward(self, views: list[View], lead_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses (``loss`` is what is optimized) and the views' global representations ``g``."""
         objective = self.config.objective
-        encoded = [self.encoder(view.signal, view.visible, record_std) for view in views]
+        encoded = [self.encoder(view.signal, view.visible, view.record_std) for view in views]
         out: dict[str, torch.Tensor] = {"g": torch.stack([e.g for e in encoded]).detach()}
         loss = torch.zeros((), device=lead_mask.device)
         if self.projector is not None:

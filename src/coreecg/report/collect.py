@@ -100,8 +100,8 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     signal, lead_mask = batch["signal"][:, 0], batch["lead_mask"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        views = make_views(signal, lead_mask, config, store.fs)
-    encoded = [model.encoder(v.signal, v.visible, batch["record_std"]) for v in views]
+        views = make_views(signal, lead_mask, config, store.fs, batch["record_std"])
+    encoded = [model.encoder(v.signal, v.visible, v.record_std) for v in views]
     view = views[0]
     n_time = view.visible.shape[-1]
     cond = encoded[1].g if config.objective.align else None
