@@ -10,9 +10,13 @@
 Synthetic records by default (written as WFDB and prepared as a store under ``--work``); with
 ``--store`` the real ones (the reference reads the WFDB files the store was prepared from; ``--wfdb-root``
 says where they are on this machine).
-MFU = forward matmul FLOPs (``flops.py``) per second / the measured fp32 matmul peak.
+``--precisions fp32 bf16`` also times the library's bf16 path (``record_embeddings(precision="bf16")``);
+the reference stays fp32, so its Δg column then shows bf16's error.
+MFU = forward matmul FLOPs (``flops.py``) per second / the matmul peak measured in this run at the same
+precision.
 
     python bench/bench_embed.py --presets cpu tiny --append BENCHMARKS.md
+    python bench/bench_embed.py --presets cpu tiny --precisions fp32 bf16 --no-reference
     python bench/bench_embed.py --presets tiny --batch 2 4 8 16 32 64 --no-reference   # batch sweep
 """
 
@@ -84,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["cpu", "tiny"])
     parser.add_argument("--batch", type=int, nargs="+", default=[None], help="records per batch (default: library's)")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
     parser.add_argument("--records", type=int, default=256, help="synthetic records (default input)")
     parser.add_argument("--store", help="a prepared store instead of synthetic records")
     parser.add_argument("--wfdb-root", help="where the store's WFDB records are on this machine")
@@ -100,7 +105,8 @@ def main() -> None:
     paths = store_paths(store, args.wfdb_root)
     rows = np.arange(store.n_records)
     seconds = float(store.records["duration_s"].mean()) if "duration_s" in store.records else 10.0
-    peak = matmul_peak(torch.float32)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {precision: matmul_peak(dtypes[precision]) for precision in args.precisions}
     torch.set_grad_enabled(False)
     table_rows = []
     for preset in args.presets:
@@ -109,34 +115,37 @@ def main() -> None:
         windows_per_record = windows_to_cover(store.config.segment_samples, crop)
         config = encoder.encoder.config
         flops = windows_per_record * encoder_flops(config, N_LEADS * crop // config.patch)
-        for batch in args.batch:
-            extra = {} if batch is None else {"batch_size": batch}
-            seconds_core, ours = timed(lambda: record_embeddings(encoder, store, rows, **extra), args.repeats)  # noqa: B023
-            rate = len(rows) / seconds_core
-            ref_rate, difference = None, None
-            if not args.no_reference:
-                plain = PlainEncoder(encoder.encoder.config)
-                plain.load_state_dict(encoder.encoder.state_dict())
-                plain.eval()
-                seconds_ref, theirs = timed(
-                    lambda: reference_embeddings(plain, paths, store.config, crop, 64),  # noqa: B023
-                    args.repeats,
-                )
-                ref_rate = len(paths) / seconds_ref
-                difference = float(np.abs(ours - theirs).max())
-            table_rows.append([
-                preset, "library default" if batch is None else batch, f"{rate:.1f}",
-                "–" if ref_rate is None else f"{ref_rate:.1f}", "–" if ref_rate is None else f"{rate / ref_rate:.2f}×",
-                f"{flops / 1e9:.2f}", f"{100 * rate * flops / peak:.1f} %",
-                "–" if difference is None else f"{difference:.1e}",
-            ])  # fmt: skip
-            print(table_rows[-1], file=sys.stderr)
+        ref_rate, theirs = None, None
+        if not args.no_reference:  # fp32, once per preset: the yardstick for every batch and precision
+            plain = PlainEncoder(encoder.encoder.config)
+            plain.load_state_dict(encoder.encoder.state_dict())
+            plain.eval()
+            seconds_ref, theirs = timed(
+                lambda: reference_embeddings(plain, paths, store.config, crop, 64),  # noqa: B023
+                args.repeats,
+            )
+            ref_rate = len(paths) / seconds_ref
+        for precision in args.precisions:
+            for batch in args.batch:
+                extra = {"precision": precision} | ({} if batch is None else {"batch_size": batch})
+                seconds_core, ours = timed(lambda: record_embeddings(encoder, store, rows, **extra), args.repeats)  # noqa: B023
+                rate = len(rows) / seconds_core
+                table_rows.append([
+                    preset, precision, "library default" if batch is None else batch, f"{rate:.1f}",
+                    "–" if ref_rate is None else f"{ref_rate:.1f}",
+                    "–" if ref_rate is None else f"{rate / ref_rate:.2f}×",
+                    f"{flops / 1e9:.2f}", f"{100 * rate * flops / peaks[precision]:.1f} %",
+                    "–" if theirs is None else f"{float(np.abs(ours - theirs).max()):.1e}",
+                ])  # fmt: skip
+                print(table_rows[-1], file=sys.stderr)
+    peak_text = ", ".join(f"{p} {peaks[p] / 1e9:.0f}" for p in args.precisions)
     body = (f"Input: {source} (mean {seconds:.1f} s). Windows of 5 s covering each record; random-init "
-            "encoders (speed does not depend on the weights). fp32 matmul peak measured in this run: "
-            f"{peak / 1e9:.0f} GFLOP/s. Reference: wfdb.rdsamp and preprocessing per record + "
-            "`bench/reference.py` plain encoder, 64 windows per batch.\n\n")  # fmt: skip
-    body += table(["preset", "batch (records)", "coreecg records/s", "reference records/s", "coreecg / reference",
-                   "GFLOP/record", "MFU (fp32)", "max |Δg| vs reference"], table_rows)  # fmt: skip
+            f"encoders (speed does not depend on the weights). Matmul peak measured in this run (GFLOP/s): "
+            f"{peak_text}. Reference: wfdb.rdsamp and preprocessing per record + "
+            "`bench/reference.py` plain encoder (fp32), 64 windows per batch.\n\n")  # fmt: skip
+    body += table(["preset", "precision", "batch (records)", "coreecg records/s", "reference records/s",
+                   "coreecg / reference", "GFLOP/record", "MFU (same precision)", "max |Δg| vs reference"],
+                  table_rows)  # fmt: skip
     publish("Embedding throughput: coreecg against the reference", body, args.append)
 
 

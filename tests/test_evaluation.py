@@ -431,6 +431,14 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     assert x.shape == (Store(str(ptbxl_store)).n_records, encoder.dim) and len(ids) == x.shape[0] + 1
     rows = np.arange(5)
     assert np.allclose(x[:5], record_embeddings(encoder, Store(str(ptbxl_store)), rows), atol=1e-6)
+    # bf16 is an approximation of the same vectors: close (cosine), not the fp32 values themselves
+    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--precision", "bf16",
+                 "--out", str(tmp_path / "emb16")]) == 0  # fmt: skip
+    x16 = np.load(tmp_path / "emb16" / "embeddings.npy")
+    cosine = (x * x16).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(x16, axis=1)
+    assert x16.dtype == np.float32 and cosine.min() > 0.999 and not np.allclose(x, x16, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        record_embeddings(encoder, Store(str(ptbxl_store)), rows, precision="fp16")
 
     assert main(["probe", "--random-init", "cpu", "--store", str(ptbxl_store), "--task", "nope",
                  "--out", str(tmp_path / "bad")]) == 2  # fmt: skip

@@ -178,6 +178,9 @@ def _add_embed(commands) -> None:
     _add_encoder_source(parser)
     _add_input(parser)
     parser.add_argument("--leads", default="all", help="lead subset (default: all 12)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: several times faster on GPUs and on CPUs with AMX, g within about 1e-2 "
+                        "(default fp32)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -204,7 +207,7 @@ def run_embed(args: argparse.Namespace) -> int:
                                      amplitude_token=args.amplitude_token)  # fmt: skip
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
-        x = record_embeddings(encoder, store, rows, leads)
+        x = record_embeddings(encoder, store, rows, leads, precision=args.precision)
         write_atomically(os.path.join(args.out, "embeddings.npy"), lambda temp: np.save(temp, x))
         records = store.records[["record_id", "source", "fold", "split"]]
         write_text(os.path.join(args.out, "records.csv"), records.to_csv(index=False))

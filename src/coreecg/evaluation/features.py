@@ -6,6 +6,7 @@ baseline is an untrained encoder wrapped exactly like a trained one, so both go 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -79,6 +80,23 @@ def evaluation_dataset(
     )
 
 
+EMBEDDING_PRECISIONS = ("fp32", "bf16")
+
+
+def inference_precision(device: torch.device, precision: str):
+    """The context an evaluation forward pass runs in: fp32 as is, or bf16 autocast.
+
+    fp32 is the default everywhere (probe features and tuned thresholds must not depend on the
+    device); bf16 is an opt-in for bulk embedding, several times faster on GPUs and on CPUs with AMX
+    (BENCHMARKS.md, "Embedding in bf16").
+    """
+    if precision not in EMBEDDING_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (known: {', '.join(EMBEDDING_PRECISIONS)})")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def average_by_record(values: np.ndarray, owners: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Mean of ``values`` (items × K) per record, in the order of ``rows``."""
     position = {int(r): i for i, r in enumerate(rows)}
@@ -101,21 +119,21 @@ def record_outputs(
     leads: str | None = None,
     batch_size: int | None = None,
     amplitude: Amplitude = PER_RECORD,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """``output(crops, lead_mask, record_std)`` of ``module`` (in eval mode) for every window of every record
     in ``rows``, averaged per record: len(rows) × K, in the order of ``rows``. ``batch_size`` is in records (default:
-    ``eval_batch_records`` for the module's device)."""
+    ``eval_batch_records`` for the module's device); ``precision``: see ``inference_precision``."""
     rows = np.asarray(rows, dtype=np.int64)
     device = next(module.parameters()).device
     batch_size = batch_size or eval_batch_records(device)
     outputs, owners = [], []
-    with evaluating(module):
+    with evaluating(module), inference_precision(device, precision):
         for batch in evaluation_dataset(store, crop, rows, leads, amplitude).loader(batch_size, shuffle=False):
             x = batch["signal"].to(device)  # B × W × 12 × T
             b, w = x.shape[:2]
             mask = batch["lead_mask"].to(device).repeat_interleave(w, dim=0)
             record_std = batch["record_std"].to(device).repeat_interleave(w, dim=0)
-            # fp32 everywhere: thresholds tuned here must hold on any device
             out = output(x.flatten(0, 1), mask, record_std)
             outputs.append(out.float().view(b, w, -1).mean(1).cpu().numpy())
             owners.append(batch["record"].numpy())
@@ -128,7 +146,13 @@ def record_embeddings(
     rows: Sequence[int] | np.ndarray,
     leads: str | None = None,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows."""
+    """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows.
+
+    ``precision="bf16"`` trades about 1e-2 of absolute error in g for speed (``inference_precision``).
+    """
     check_compatible(encoder.preprocessing, store)
-    return record_outputs(encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.amplitude)
+    return record_outputs(
+        encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.amplitude, precision
+    )
