@@ -83,12 +83,12 @@ def evaluation_dataset(
 EMBEDDING_PRECISIONS = ("fp32", "bf16")
 
 
-def inference_precision(device: torch.device, precision: str):
+def inference_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The context an evaluation forward pass runs in: fp32 as is, or bf16 autocast.
 
     fp32 is the default everywhere (probe features and tuned thresholds must not depend on the
     device); bf16 is an opt-in for bulk embedding, several times faster on GPUs and on CPUs with AMX
-    (BENCHMARKS.md, "Embedding in bf16").
+    (BENCHMARKS.md, "Embedding and pretraining in bf16 on a CPU with AMX").
     """
     if precision not in EMBEDDING_PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} (known: {', '.join(EMBEDDING_PRECISIONS)})")
