@@ -34,7 +34,7 @@ import wfdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import encoder_flops, matmul_peak
+from flops import encoder_flops, matmul_peaks
 from inputs import store_paths, synthetic_inputs
 from reference import PlainEncoder
 from report import publish, table
@@ -105,8 +105,7 @@ def main() -> None:
     paths = store_paths(store, args.wfdb_root)
     rows = np.arange(store.n_records)
     seconds = float(store.records["duration_s"].mean()) if "duration_s" in store.records else 10.0
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {precision: matmul_peak(dtypes[precision]) for precision in args.precisions}
+    peaks = matmul_peaks(args.precisions)
     torch.set_grad_enabled(False)
     table_rows = []
     for preset in args.presets:

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import matmul_peak, training_flops_per_sample
+from flops import matmul_peaks, training_flops_per_sample
 from reference import PlainCoReECG, plain_step
 from report import publish, table
 
@@ -120,7 +120,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure_one(**json.loads(args.one))))
         return
-    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.device) for p in args.precisions}
+    peaks = matmul_peaks(args.precisions, args.device)
     rows = []
     for preset in args.presets:
         for precision in args.precisions:

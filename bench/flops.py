@@ -60,3 +60,11 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", size: int = 2048, secon
             torch.cuda.synchronize()
         best = max(best, 5 * 2 * size**3 / (time.perf_counter() - start))
     return best
+
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_peaks(precisions: list[str], device: str = "cpu") -> dict[str, float]:
+    """``matmul_peak`` for each named precision ("fp32", "bf16"), so MFU is taken at the precision that ran."""
+    return {precision: matmul_peak(PRECISION_DTYPES[precision], device) for precision in precisions}
