@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -453,3 +454,18 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     assert "are for --random-init only" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "--store", str(ptbxl_store), "--out", "x.csv"]) == 2
     assert "no coreecg classifier here" in capsys.readouterr().err
+
+
+def test_cli_finetune_names_the_classifiers_of_its_own_cells(ptbxl_store, encoder, tmp_path, capsys):
+    encoder.save(str(tmp_path / "enc"))
+    command = ["finetune", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--task", TASK,
+               "--train", "1-7", "--val", "9", "--fraction", "0.5", "--bootstrap", "20", "--out", str(tmp_path / "ft"),
+               "epochs=1", "batch_size=32", "min_steps_per_eval=3"]  # fmt: skip
+    assert main([*command, "--seeds", "0", "1"]) == 0
+    capsys.readouterr()
+    assert main([*command, "--seeds", "1"]) == 0  # reuses the seed-1 cell; seed 0's folder stays on disk
+    named = [line.split("classifier: ", 1)[1] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("classifier: ")]  # fmt: skip
+    assert len(named) == 1 and Path(named[0]).parent.name.endswith("__f0.5__s1")
+    assert (Path(named[0]) / "config.json").is_file()
+    assert len(os.listdir(tmp_path / "ft" / "models")) == 2

@@ -126,8 +126,7 @@ def run_probe_or_finetune(args: argparse.Namespace) -> int:
     results = run_benchmark(_one_method_config(args, args.command), args.out, log=_log)
     _print_results(results)
     if args.command == "finetune":
-        models = sorted(os.listdir(os.path.join(args.out, "models")))
-        for name in models:
+        for name in sorted(results["cells"]):  # this command's cells, not every folder left in models/
             print(f"classifier: {os.path.join(args.out, 'models', name, 'classifier')}")
     print(f"tables: {os.path.join(args.out, 'results.md')}, {os.path.join(args.out, 'per_class.md')}")
     return 0
