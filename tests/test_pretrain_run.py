@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -93,6 +94,28 @@ def test_run_folder_contents(finished_run):
     os.umask(umask)
     weights = finished_run / "encoder" / "model.safetensors"
     assert weights.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not mkstemp's private 0600
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_alignment_use_swaps_the_decoders_token_and_nothing_else(finished_run, ptbxl_store, tmp_path):
+    alignment_use = _script("alignment_use")
+    aligned = alignment_use.reconstruction_by_condition(str(finished_run), "train", batches=2, batch_size=8, seed=0)
+    assert (aligned["steps"], aligned["align"]) == (6, True)
+    losses = [aligned[name] for name in alignment_use.CONDITIONS]
+    assert all(np.isfinite(losses)) and len(set(losses)) == len(losses)  # each swap reaches the decoder
+    assert alignment_use.reconstruction_by_condition(str(finished_run), "train", 2, 8, 0) == aligned  # fixed draws
+    unaligned_run = tmp_path / "no-align"
+    pretrain(small_config(ptbxl_store, objective={"preset": "no-align"}), str(unaligned_run), log=quiet)
+    unaligned = alignment_use.reconstruction_by_condition(str(unaligned_run), "train", 2, 8, 0)
+    assert unaligned["align"] is False
+    assert len({unaligned[name] for name in alignment_use.CONDITIONS}) == 1  # no token: nothing to swap
 
 
 def test_learning_rate_schedule(ptbxl_store):

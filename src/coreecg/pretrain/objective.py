@@ -17,7 +17,7 @@ from coreecg.augment import frequency_dynamic_augmentation, random_crop, time_do
 from coreecg.leads import N_LEADS
 from coreecg.losses import info_nce, masked_mse, normalize_patches
 from coreecg.masking import make_mask
-from coreecg.model import ECGEncoder, ProjectionHead, ReconstructionDecoder, crop_samples, patchify
+from coreecg.model import ECGEncoder, Encoded, ProjectionHead, ReconstructionDecoder, crop_samples, patchify
 from coreecg.pretrain.config import PretrainConfig
 
 
@@ -115,15 +115,25 @@ class CoReECG(nn.Module):
             out["con"] = info_nce(z[0], z[1], objective.temperature)
             loss = loss + objective.lambda_con * out["con"]
         if self.decoder is not None:
-            rec = []
-            for i, (view, enc) in enumerate(zip(views, encoded, strict=True)):
-                cond = encoded[1 - i].g if objective.align else None
-                n_time = view.visible.shape[-1]
-                prediction = self.decoder(enc, lead_mask, n_time, cond)
-                target = normalize_patches(patchify(view.target, self.config.model.patch), objective.target_eps)
-                masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), N_LEADS * n_time)
-                rec.append(masked_mse(prediction, target, masked))
+            rec = [self.reconstruction_loss(view, enc, lead_mask, encoded[1 - i].g if objective.align else None)
+                   for i, (view, enc) in enumerate(zip(views, encoded, strict=True))]  # fmt: skip
             out["rec"] = (rec[0] + rec[1]) / 2
             loss = loss + out["rec"]
         out["loss"] = loss
         return out
+
+    def reconstruction_loss(
+        self, view: View, encoded: Encoded, lead_mask: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        """MSE on the masked patches of present leads of one view, its decoder conditioned on ``cond``.
+
+        ``cond`` is the other view's g in training; ``scripts/alignment_use.py`` swaps in other
+        vectors to measure how much the decoder relies on it.
+        """
+        if self.decoder is None:
+            raise ValueError("this objective has no decoder (objective.reconstruct is false)")
+        n_time = view.visible.shape[-1]
+        prediction = self.decoder(encoded, lead_mask, n_time, cond)
+        target = normalize_patches(patchify(view.target, self.config.model.patch), self.config.objective.target_eps)
+        masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), N_LEADS * n_time)
+        return masked_mse(prediction, target, masked)
