@@ -17,7 +17,6 @@ import os
 import numpy as np
 import torch
 
-from coreecg.config import ConfigError
 from coreecg.dataset import StoreDataset
 from coreecg.pretrain.config import load_pretrain_config
 from coreecg.pretrain.objective import CoReECG, make_views
@@ -71,7 +70,7 @@ def main() -> None:
     for run in args.runs:
         try:
             result = reconstruction_by_condition(run, args.split, args.batches, args.batch_size, args.seed)
-        except (OSError, KeyError, ConfigError, StoreError) as error:
+        except (OSError, KeyError, ValueError, StoreError) as error:  # ValueError: ConfigError, no decoder
             parser.error(f"{run}: {error}")
         losses = " | ".join(f"{result[name]:.4f}" for name in CONDITIONS)
         print(f"| {os.path.basename(os.path.normpath(run))} | {result['steps']} | {result['align']} | {losses} |")
