@@ -37,23 +37,27 @@ def reconstruction_by_condition(run_dir: str, split: str, batches: int, batch_si
     store = Store(config.stores[0])
     data = StoreDataset(store, mode="train", splits=[split], amplitude=config.data.amplitude())
     order = np.random.default_rng(seed).permutation(len(data))[: batches * batch_size]
+    if len(order) == 0:
+        raise ValueError(f"{store.path}: no segments in part {split!r}")
+    starts = range(0, len(order), batch_size)  # fewer than ``batches`` when the part is small
     totals = {name: 0.0 for name in CONDITIONS}
     torch.manual_seed(seed)
-    for start in range(0, len(order), batch_size):
+    for start in starts:
         batch = data[order[start : start + batch_size]]
         views = make_views(batch["signal"], batch["lead_mask"], config, store.fs, batch["record_std"])
         encoded = [model.encoder(v.signal, v.visible, v.record_std) for v in views]
         for i, view in enumerate(views):
             other = encoded[1 - i].g
-            conds = {
-                CONDITIONS[0]: other,
-                CONDITIONS[1]: other.roll(1, dims=0),
-                CONDITIONS[2]: other.mean(0, keepdim=True).expand_as(other),
-                CONDITIONS[3]: torch.zeros_like(other),
-            }
-            for name, cond in conds.items():  # a decoder without the token (no alignment) takes none
-                loss = model.reconstruction_loss(view, encoded[i], batch["lead_mask"], cond if conditioned else None)
-                totals[name] += float(loss) / (2 * batches)
+            if not conditioned:  # no alignment token: one loss, the same under every condition
+                loss = float(model.reconstruction_loss(view, encoded[i], batch["lead_mask"], None))
+                losses = dict.fromkeys(CONDITIONS, loss)
+            else:
+                conds = (other, other.roll(1, dims=0), other.mean(0, keepdim=True).expand_as(other),
+                         torch.zeros_like(other))  # fmt: skip
+                losses = {name: float(model.reconstruction_loss(view, encoded[i], batch["lead_mask"], cond))
+                          for name, cond in zip(CONDITIONS, conds, strict=True)}  # fmt: skip
+            for name, loss in losses.items():
+                totals[name] += loss / (2 * len(starts))
     return {"steps": state["step"], "align": config.objective.align, **totals}
 
 
