@@ -14,11 +14,13 @@ import torch
 from conftest import PTBXL, quiet
 from safetensors.torch import load_file
 
+from coreecg import cli_transfer
 from coreecg.cli import main
 from coreecg.config import without_unset
 from coreecg.dataset import Amplitude
 from coreecg.evaluation.benchmark import (
     MethodSpec,
+    ProbeSettings,
     load_benchmark_config,
     pretrain_key,
     pretraining_config,
@@ -29,6 +31,7 @@ from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
 from coreecg.evaluation.probe import fit_logistic, fit_probe, probe_selection
 from coreecg.evaluation.selection import Part, parse_part, select
+from coreecg.model import EMBEDDING_FEATURES
 from coreecg.optim import layer_decay_groups
 from coreecg.prepare import prepare_store
 from coreecg.preprocess import PrepConfig
@@ -412,6 +415,24 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
         load_benchmark_config(str(bad))
     with pytest.raises(ValueError, match=r"lead_sets\.bad: unknown lead name 'V7'"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store), lead_sets={"bad": "V7"})))
+    with pytest.raises(ValueError, match=r"probe\.features: 'mean' \(known: g, g\+time\)"):
+        load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store))), ["probe.features=mean"])
+
+
+def test_a_run_folder_from_before_probe_features_resumes_as_g_alone(ptbxl_store, tmp_path):
+    methods = {"random-init": {"random_init": "cpu", "crop_seconds": 2.5}}
+    path = _write_benchmark(tmp_path, str(ptbxl_store), fractions=[1.0], seeds=[0], lead_sets={"all": "all"},
+                            methods=methods, test=None)  # fmt: skip
+    out = tmp_path / "out"
+    run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=quiet)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["probe"]["features"]  # as written before the setting existed
+    (out / "config.json").write_text(json.dumps(saved))
+    messages: list[str] = []
+    run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=messages.append)
+    assert any("1 of 1 cells were already finished" in m for m in messages)
+    with pytest.raises(ValueError, match=r"probe\.features: 'g' -> 'g\+time'"):
+        run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)  # the default: g+time
 
 
 def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
@@ -440,6 +461,16 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     assert x16.dtype == np.float32 and cosine.min() > 0.999 and not np.allclose(x, x16, atol=1e-5)
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         record_embeddings(encoder, Store(str(ptbxl_store)), rows, precision="fp16")
+    # g+time: g, then its time statistics (the probe's default features)
+    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--features", "g+time",
+                 "--out", str(tmp_path / "emb-time")]) == 0  # fmt: skip
+    with_time = np.load(tmp_path / "emb-time" / "embeddings.npy")
+    assert with_time.shape == (x.shape[0], 3 * encoder.dim) and np.allclose(with_time[:, : encoder.dim], x, atol=1e-6)
+    assert (with_time[:, encoder.dim : 2 * encoder.dim] >= 0).all()  # a std
+    assert cli_transfer.FEATURES == EMBEDDING_FEATURES
+    assert ProbeSettings().features == cli_transfer.PROBE_FEATURES_DEFAULT
+    with pytest.raises(ValueError, match="unknown features 'mean'"):
+        record_embeddings(encoder, Store(str(ptbxl_store)), rows, features="mean")
 
     assert main(["probe", "--random-init", "cpu", "--store", str(ptbxl_store), "--task", "nope",
                  "--out", str(tmp_path / "bad")]) == 2  # fmt: skip

@@ -287,3 +287,32 @@ def test_the_amplitude_token_reaches_g_per_row_and_both_row_layouts_agree():
     plain = ECGEncoder(EncoderConfig(patch=25, dim=32, depth=1, heads=4)).eval()
     with torch.no_grad():  # an encoder without the token ignores the amplitude
         assert torch.equal(plain(x, visible, std).g, plain(x, visible).g)
+
+
+@pytest.mark.parametrize("group_rows", [False, True])
+def test_time_statistics_follow_the_present_leads_at_each_time_position(group_rows):
+    """g+time is g, then the std and max over time of the present leads' mean token, whatever the row layout."""
+    torch.manual_seed(9)
+    encoder = ECGEncoder(EncoderConfig(patch=25, dim=16, depth=2, heads=2, amplitude_token=True)).eval()
+    encoder.group_rows = group_rows
+    x = torch.randn(3, 12, 250)
+    lead_mask = torch.ones(3, 12, dtype=torch.bool)
+    lead_mask[1, [0, 4, 7]] = False  # row 1 has 9 leads: a different visible count, and absent leads
+    std = torch.tensor([0.2, 0.1, 0.4])
+    with torch.no_grad():
+        features = encoder.embed(x, lead_mask, std, features="g+time")
+        g = encoder.embed(x, lead_mask, std)
+        assert features.shape == (3, 48) and torch.equal(features[:, :16], g)
+        for row in range(3):  # the row alone, its tokens in grid order: lead-major, N = 10 per lead
+            leads = lead_mask[row].nonzero().flatten()
+            visible = lead_mask[row : row + 1, :, None].expand(-1, -1, 10)
+            tokens = encoder(x[row : row + 1], visible, std[row : row + 1]).tokens[0]
+            per_time = tokens.view(len(leads), 10, 16).mean(0)  # present leads only (absent: no token)
+            expected = torch.cat([per_time.std(0, correction=0), per_time.amax(0)])
+            assert torch.allclose(features[row, 16:], expected, atol=1e-5)
+        moved = x.clone()
+        moved[0, 3, 25:50] += 2.0  # one patch of one lead changes at one time position
+        std_part = encoder.embed(moved, lead_mask, std, features="g+time")[0, 16:32]
+    assert (std_part - features[0, 16:32]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="unknown features 'time'"):
+        encoder.embed(x, lead_mask, std, features="time")

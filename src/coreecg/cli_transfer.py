@@ -15,6 +15,11 @@ import numpy as np
 
 from coreecg.config import apply_overrides, build, to_dict
 
+# coreecg.model.EMBEDDING_FEATURES, spelled out so that the command line starts without importing torch
+# (a test keeps the two equal).
+FEATURES = ("g", "g+time")
+PROBE_FEATURES_DEFAULT = "g+time"  # coreecg.evaluation.benchmark.ProbeSettings.features
+
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -72,6 +77,8 @@ def _add_probe(commands) -> None:
     _add_encoder_source(parser)
     _add_selection(parser)
     parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 1000 in half decades)")
+    parser.add_argument("--features", choices=FEATURES, default=PROBE_FEATURES_DEFAULT,
+                        help="probe features: g, or g then its std and max over time (g+time, default)")  # fmt: skip
 
 
 def _add_finetune(commands) -> None:
@@ -100,8 +107,10 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
         lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
         bootstrap=args.bootstrap, methods={"random-init" if args.random_init else "encoder": method},
     )  # fmt: skip
-    if protocol == "probe" and args.cs:
-        config.probe.cs = list(args.cs)
+    if protocol == "probe":
+        config.probe.features = args.features
+        if args.cs:
+            config.probe.cs = list(args.cs)
     if protocol == "finetune":
         config.finetune = build(FinetuneConfig, apply_overrides(to_dict(FinetuneConfig()), args.settings), "finetune")
     return config
@@ -180,6 +189,9 @@ def _add_embed(commands) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: several times faster on GPUs and on CPUs with AMX, g within about 1e-2 "
                         "(default fp32)")  # fmt: skip
+    parser.add_argument("--features", choices=FEATURES, default="g",
+                        help="g (records × D, the default), or g+time: g, then the std and the max over time of "
+                        "the lead-averaged tokens (records × 3·D; what the probe uses)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -206,7 +218,7 @@ def run_embed(args: argparse.Namespace) -> int:
                                      amplitude_token=args.amplitude_token)  # fmt: skip
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
-        x = record_embeddings(encoder, store, rows, leads, precision=args.precision)
+        x = record_embeddings(encoder, store, rows, leads, precision=args.precision, features=args.features)
         write_atomically(os.path.join(args.out, "embeddings.npy"), lambda temp: np.save(temp, x))
         records = store.records[["record_id", "source", "fold", "split"]]
         write_text(os.path.join(args.out, "records.csv"), records.to_csv(index=False))

@@ -62,12 +62,19 @@ class PretrainedEncoder(nn.Module):
     def crop_samples(self) -> int:
         return crop_samples(self.crop_seconds, self.preprocessing.fs, self.encoder.config.patch)
 
-    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor, record_std: torch.Tensor | None = None) -> torch.Tensor:
-        """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D.
+    def forward(
+        self,
+        x: torch.Tensor,
+        lead_mask: torch.Tensor,
+        record_std: torch.Tensor | None = None,
+        features: str = "g",
+    ) -> torch.Tensor:
+        """g of prepared, normalized crops: B × 12 × T (T a multiple of the patch) → B × D; ``features``:
+        see ``ECGEncoder.embed``.
 
         ``record_std`` (B, mV) is each crop's record std, needed by an encoder with an amplitude token.
         """
-        return self.encoder.embed(x, lead_mask, record_std)
+        return self.encoder.embed(x, lead_mask, record_std, features)
 
     def windows(self, signal: np.ndarray, count: int | None = None) -> np.ndarray:
         """Evenly spaced crops of a prepared 12 × T signal (zero-padded if shorter): W × 12 × crop.

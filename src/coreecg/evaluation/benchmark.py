@@ -30,6 +30,7 @@ from coreecg.evaluation.tables import write_tables
 from coreecg.files import write_atomically, write_json
 from coreecg.leads import parse_lead_list
 from coreecg.metrics import bootstrap_intervals
+from coreecg.model import EMBEDDING_FEATURES
 from coreecg.pretrained import PretrainedEncoder, load_encoder
 from coreecg.store import Store
 
@@ -59,6 +60,13 @@ class MethodSpec:
 @dataclass
 class ProbeSettings:
     cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))  # the C grid searched on validation
+    # What the probe sees of each record (EMBEDDING_FEATURES): g plus its time statistics by default,
+    # better than g alone on every PTB-XL task (BENCHMARKS.md, "Probe features").
+    features: str = "g+time"
+
+
+# A run folder written before ``probe.features`` existed probed g alone.
+FEATURES_BEFORE_THE_SETTING = "g"
 
 
 @dataclass
@@ -113,6 +121,8 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
                 parse_lead_list(leads)
             except ValueError as error:
                 problems.append(f"lead_sets.{name}: {error}")
+    if config.probe.features not in EMBEDDING_FEATURES:
+        problems.append(f"probe.features: {config.probe.features!r} (known: {', '.join(EMBEDDING_FEATURES)})")
     if any(not 0 < f <= 1 for f in config.fractions):
         problems.append(f"fractions: each must be in (0, 1], got {config.fractions}")
     if problems:
@@ -210,7 +220,8 @@ class Benchmark:
             missing = np.array([r for r in rows.tolist() if r not in cache], dtype=np.int64)
             if len(missing):
                 start = time.perf_counter()
-                values = record_embeddings(self.encoder(cell.method, 0), self.store, missing, self.leads(cell.lead_set))
+                values = record_embeddings(self.encoder(cell.method, 0), self.store, missing,
+                                           self.leads(cell.lead_set), features=self.config.probe.features)  # fmt: skip
                 cache.update(zip(missing.tolist(), values, strict=True))
                 self.log(f"  embedded {len(missing)} records in {time.perf_counter() - start:.0f} s")
             return np.stack([cache[r] for r in rows.tolist()])
@@ -371,7 +382,9 @@ def run_benchmark(config: BenchmarkConfig, out: str, log: Callable[[str], None] 
     settings = to_dict(config) | {"encoders": encoder_identities(config)}
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as handle:
-            changed = changes_that_stale_cells(json.load(handle), settings)
+            old = json.load(handle)
+        old.setdefault("probe", {}).setdefault("features", FEATURES_BEFORE_THE_SETTING)
+        changed = changes_that_stale_cells(old, settings)
         if changed:
             raise ConfigError(f"{out} holds cells computed with other settings ({'; '.join(changed)}); "
                               "use a new --out folder")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Record embeddings from a store: g of evenly spaced windows, averaged over every window of a record.
+"""Record embeddings from a store: g (or g+time) of evenly spaced windows, averaged over every window of a record.
 
 The probe, ``coreecg embed`` and the benchmark all call ``record_embeddings``; the random-init
 baseline is an untrained encoder wrapped exactly like a trained one, so both go through one path.
@@ -7,6 +7,7 @@ baseline is an untrained encoder wrapped exactly like a trained one, so both go 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from coreecg.dataset import PER_RECORD, Amplitude, StoreDataset, windows_to_cover
-from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
+from coreecg.model import EMBEDDING_FEATURES, ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import PretrainedEncoder, eval_batch_records
 from coreecg.store import Store
@@ -147,12 +148,17 @@ def record_embeddings(
     leads: str | None = None,
     batch_size: int | None = None,
     precision: str = "fp32",
+    features: str = "g",
 ) -> np.ndarray:
-    """Embedding of every record in ``rows`` (len(rows) × D, same order): g averaged over all its windows.
+    """Embedding of every record in ``rows`` (same order): ``features`` of each window, averaged over all
+    its windows. ``features="g"``: len(rows) × D; ``"g+time"``: × 3·D (``ECGEncoder.embed``).
 
     ``precision="bf16"`` trades about 1e-2 of absolute error in g for speed (``inference_precision``).
     """
+    if features not in EMBEDDING_FEATURES:
+        raise ValueError(f"unknown features {features!r} (known: {', '.join(EMBEDDING_FEATURES)})")
     check_compatible(encoder.preprocessing, store)
+    output = functools.partial(encoder, features=features)
     return record_outputs(
-        encoder, encoder, store, rows, encoder.crop_samples, leads, batch_size, encoder.amplitude, precision
+        encoder, output, store, rows, encoder.crop_samples, leads, batch_size, encoder.amplitude, precision
     )
