@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from coreecg.dataset import PER_RECORD, Amplitude, StoreDataset, windows_to_cover
-from coreecg.model import EMBEDDING_FEATURES, ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
+from coreecg.model import ENCODER_PRESETS, ECGEncoder, EncoderConfig, evaluating
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import PretrainedEncoder, eval_batch_records
 from coreecg.store import Store
@@ -151,12 +151,11 @@ def record_embeddings(
     features: str = "g",
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (same order): ``features`` of each window, averaged over all
-    its windows. ``features="g"``: len(rows) × D; ``"g+time"``: × 3·D (``ECGEncoder.embed``).
+    its windows. ``features="g"``: len(rows) × D; ``"g+time"``: × 3·D (``ECGEncoder.embed``, which also
+    refuses an unknown name).
 
     ``precision="bf16"`` trades about 1e-2 of absolute error in g for speed (``inference_precision``).
     """
-    if features not in EMBEDDING_FEATURES:
-        raise ValueError(f"unknown features {features!r} (known: {', '.join(EMBEDDING_FEATURES)})")
     check_compatible(encoder.preprocessing, store)
     output = functools.partial(encoder, features=features)
     return record_outputs(
