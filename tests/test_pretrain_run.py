@@ -195,6 +195,19 @@ def test_amplitude_jitter_draws_each_views_amplitude_on_a_log_scale(ptbxl_store)
         resolve(small_config(ptbxl_store, augment={"amplitude_jitter": 0.3}))
 
 
+def test_shared_crop_cuts_both_views_from_one_window(ptbxl_store):
+    """Independent crops differ per view; a shared crop gives both views the same target, augmented apart."""
+    signal = torch.arange(1000.0).repeat(8, 12, 1)  # every sample tells its position
+    lead_mask = torch.ones(8, 12, dtype=torch.bool)
+    torch.manual_seed(0)
+    independent = make_views(signal, lead_mask, resolve(small_config(ptbxl_store)), 100.0)
+    assert not torch.equal(independent[0].target[:, 0, 0], independent[1].target[:, 0, 0])
+    shared = make_views(signal, lead_mask, resolve(small_config(ptbxl_store, data={"shared_crop": True})), 100.0)
+    assert torch.equal(shared[0].target, shared[1].target)
+    assert shared[0].target.shape[-1] == 250 and len(set(shared[0].target[:, 0, 0].tolist())) > 1
+    assert not torch.equal(shared[0].signal, shared[1].signal)  # FDA draws differ per view
+
+
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
     """CinC records come from six collections at several rates and lengths; longer ones are several segments."""
     store = Store(str(cinc_store))

@@ -60,6 +60,10 @@ class DataSection:
     splits: list[str] | None = field(default_factory=lambda: ["train"])
     folds: list[int] | None = None
     crop_seconds: float = 5.0
+    # True: both views of a record are cut from one window and differ only in augmentation and mask,
+    # so InfoNCE does not ask g to ignore what happens in one part of a record (an ectopic beat, a
+    # pause). None (unset) means False, independent crops (DESIGN §1.5), and keeps old runs' identity.
+    shared_crop: bool | None = None
     num_workers: int = 0
     # None: each record over its own std (DESIGN §1.1); a number: every record over this amplitude in mV,
     # which keeps absolute voltage (HVOLT, LVH) visible to the encoder

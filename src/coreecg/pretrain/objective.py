@@ -36,7 +36,8 @@ def make_views(
     fs: float,
     record_std: torch.Tensor | None = None,
 ) -> list[View]:
-    """Two views of each segment: independent random crop, FDA (or time-domain augmentation), mask.
+    """Two views of each segment: a random crop each (one for both with ``data.shared_crop``), FDA
+    (or time-domain augmentation), mask.
 
     ``record_std`` (B, mV) goes with each view for an amplitude token, jittered per view when
     ``augment.amplitude_jitter`` is set.
@@ -45,8 +46,9 @@ def make_views(
     crop = crop_samples(config.data.crop_seconds, fs, patch)
     aug, mask = config.augment, config.mask
     views = []
+    shared = random_crop(signal, crop) if config.data.shared_crop else None
     for _ in range(2):
-        target = random_crop(signal, crop)
+        target = shared if shared is not None else random_crop(signal, crop)
         if aug.fda:
             augmented = frequency_dynamic_augmentation(
                 target,
