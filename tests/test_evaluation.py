@@ -431,8 +431,8 @@ def test_a_run_folder_from_before_probe_features_resumes_as_g_alone(ptbxl_store,
     messages: list[str] = []
     run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=messages.append)
     assert any("1 of 1 cells were already finished" in m for m in messages)
-    with pytest.raises(ValueError, match=r"probe\.features: 'g' -> 'g\+time'"):
-        run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)  # the default: g+time
+    with pytest.raises(ValueError, match=r"probe\.features: 'g' -> 'g\+time\+change'"):
+        run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)  # the default: g+time+change
 
 
 def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
@@ -461,12 +461,18 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     assert x16.dtype == np.float32 and cosine.min() > 0.999 and not np.allclose(x, x16, atol=1e-5)
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         record_embeddings(encoder, Store(str(ptbxl_store)), rows, precision="fp16")
-    # g+time: g, then its time statistics (the probe's default features)
+    # g+time: g, then its time statistics; g+time+change (the probe's default) adds their change over time
     assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--features", "g+time",
                  "--out", str(tmp_path / "emb-time")]) == 0  # fmt: skip
     with_time = np.load(tmp_path / "emb-time" / "embeddings.npy")
     assert with_time.shape == (x.shape[0], 3 * encoder.dim) and np.allclose(with_time[:, : encoder.dim], x, atol=1e-6)
     assert (with_time[:, encoder.dim : 2 * encoder.dim] >= 0).all()  # a std
+    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--features",
+                 "g+time+change", "--out", str(tmp_path / "emb-change")]) == 0  # fmt: skip
+    with_change = np.load(tmp_path / "emb-change" / "embeddings.npy")
+    assert with_change.shape == (x.shape[0], 4 * encoder.dim)
+    assert np.allclose(with_change[:, : 3 * encoder.dim], with_time, atol=1e-6)
+    assert (with_change[:, 3 * encoder.dim :] > 0).any(axis=1).all()  # a mean absolute change, not zero
     assert cli_transfer.FEATURES == EMBEDDING_FEATURES
     assert ProbeSettings().features == cli_transfer.PROBE_FEATURES_DEFAULT
     with pytest.raises(ValueError, match="unknown features 'mean'"):

@@ -291,7 +291,8 @@ def test_the_amplitude_token_reaches_g_per_row_and_both_row_layouts_agree():
 
 @pytest.mark.parametrize("group_rows", [False, True])
 def test_time_statistics_follow_the_present_leads_at_each_time_position(group_rows):
-    """g+time is g, then the std and max over time of the present leads' mean token, whatever the row layout."""
+    """g+time is g, then the std and max over time of the present leads' mean token, whatever the row layout;
+    g+time+change adds the mean absolute step between adjacent time positions of that token."""
     torch.manual_seed(9)
     encoder = ECGEncoder(EncoderConfig(patch=25, dim=16, depth=2, heads=2, amplitude_token=True)).eval()
     encoder.group_rows = group_rows
@@ -301,8 +302,10 @@ def test_time_statistics_follow_the_present_leads_at_each_time_position(group_ro
     std = torch.tensor([0.2, 0.1, 0.4])
     with torch.no_grad():
         features = encoder.embed(x, lead_mask, std, features="g+time")
+        with_change = encoder.embed(x, lead_mask, std, features="g+time+change")
         g = encoder.embed(x, lead_mask, std)
         assert features.shape == (3, 48) and torch.equal(features[:, :16], g)
+        assert with_change.shape == (3, 64) and torch.equal(with_change[:, :48], features)
         for row in range(3):  # the row alone, its tokens in grid order: lead-major, N = 10 per lead
             leads = lead_mask[row].nonzero().flatten()
             visible = lead_mask[row : row + 1, :, None].expand(-1, -1, 10)
@@ -310,6 +313,10 @@ def test_time_statistics_follow_the_present_leads_at_each_time_position(group_ro
             per_time = tokens.view(len(leads), 10, 16).mean(0)  # present leads only (absent: no token)
             expected = torch.cat([per_time.std(0, correction=0), per_time.amax(0)])
             assert torch.allclose(features[row, 16:], expected, atol=1e-5)
+            steps = torch.stack([(per_time[t + 1] - per_time[t]).abs() for t in range(9)])
+            assert torch.allclose(with_change[row, 48:], steps.mean(0), atol=1e-5)
+        one_position = encoder.embed(x[:, :, :25], lead_mask, std, features="g+time+change")
+        assert torch.equal(one_position[:, 48:], torch.zeros(3, 16))  # no neighbour, no change (not NaN)
         moved = x.clone()
         moved[0, 3, 25:50] += 2.0  # one patch of one lead changes at one time position
         std_part = encoder.embed(moved, lead_mask, std, features="g+time")[0, 16:32]

@@ -17,8 +17,8 @@ from coreecg.config import apply_overrides, build, to_dict
 
 # coreecg.model.EMBEDDING_FEATURES, spelled out so that the command line starts without importing torch
 # (a test keeps the two equal).
-FEATURES = ("g", "g+time")
-PROBE_FEATURES_DEFAULT = "g+time"  # coreecg.evaluation.benchmark.ProbeSettings.features
+FEATURES = ("g", "g+time", "g+time+change")
+PROBE_FEATURES_DEFAULT = "g+time+change"  # coreecg.evaluation.benchmark.ProbeSettings.features
 
 
 def _log(text: str) -> None:
@@ -78,7 +78,8 @@ def _add_probe(commands) -> None:
     _add_selection(parser)
     parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 1000 in half decades)")
     parser.add_argument("--features", choices=FEATURES, default=PROBE_FEATURES_DEFAULT,
-                        help="probe features: g, or g then its std and max over time (g+time, default)")  # fmt: skip
+                        help="probe features: g; g+time (g, then its std and max over time); g+time+change (those, "
+                        "then their mean absolute change between adjacent time positions; the default)")  # fmt: skip
 
 
 def _add_finetune(commands) -> None:
@@ -190,8 +191,9 @@ def _add_embed(commands) -> None:
                         help="bf16: several times faster on GPUs and on CPUs with AMX, g within about 1e-2 "
                         "(default fp32)")  # fmt: skip
     parser.add_argument("--features", choices=FEATURES, default="g",
-                        help="g (records × D, the default), or g+time: g, then the std and the max over time of "
-                        "the lead-averaged tokens (records × 3·D; what the probe uses)")  # fmt: skip
+                        help="g (records × D, the default); g+time: g, then the std and the max over time of the "
+                        "lead-averaged tokens (records × 3·D); g+time+change: those, then their mean absolute "
+                        "change between adjacent time positions (records × 4·D; what the probe uses)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
 
 

@@ -68,9 +68,10 @@ TIME_EMBED_SCALE = 0.1
 # so the input sits near 0 (1st-99th percentile of records: about -0.7 to +1.1).
 AMPLITUDE_REFERENCE_MV = 0.18
 MAX_ROW_GROUPS = 16  # beyond this many distinct visible counts, one padded batch is cheaper
-# What ``ECGEncoder.embed`` returns: g alone (D), or g followed by the std and the max over time of the
-# lead-averaged output tokens (3·D; see ``time_statistics``).
-EMBEDDING_FEATURES = ("g", "g+time")
+# What ``ECGEncoder.embed`` returns: g alone (D); g followed by the std and the max over time of the
+# lead-averaged output tokens (g+time, 3·D); or those and their mean absolute change from one time
+# position to the next (g+time+change, 4·D). See ``time_statistics``.
+EMBEDDING_FEATURES = ("g", "g+time", "g+time+change")
 
 
 def sincos_embedding(positions: int, dim: int) -> torch.Tensor:
@@ -320,8 +321,8 @@ class ECGEncoder(nn.Module):
         record_std: torch.Tensor | None = None,
         features: str = "g",
     ) -> torch.Tensor:
-        """Representation of whole crops (every present patch visible): g (B × D), or with
-        ``features="g+time"`` g then ``time_statistics`` (B × 3·D)."""
+        """Representation of whole crops (every present patch visible): g (B × D), or g then
+        ``time_statistics`` (``features="g+time"``: B × 3·D; ``"g+time+change"``: B × 4·D)."""
         if features not in EMBEDDING_FEATURES:
             raise ValueError(f"unknown features {features!r} (known: {', '.join(EMBEDDING_FEATURES)})")
         n_time = x.shape[-1] // self.config.patch
@@ -329,16 +330,19 @@ class ECGEncoder(nn.Module):
         encoded = self(x, visible, record_std)
         if features == "g":
             return encoded.g
-        return torch.cat([encoded.g, time_statistics(encoded, lead_mask, n_time)], dim=1)
+        statistics = time_statistics(encoded, lead_mask, n_time, change=features == "g+time+change")
+        return torch.cat([encoded.g, statistics], dim=1)
 
 
-def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int) -> torch.Tensor:
-    """Std and max over time of the output tokens averaged over the present leads: B × 2·D.
+def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int, change: bool = False) -> torch.Tensor:
+    """Std and max over time of the output tokens averaged over the present leads: B × 2·D; with
+    ``change``, then their mean absolute change between adjacent time positions: B × 3·D.
 
     g is a mean over every token, so it keeps what a crop holds on average and loses how it changes
     from one time position to the next: beat-to-beat variation (rhythm) and a short event among normal
-    beats. These two statistics keep it without parameters. As probe features next to g they raised
-    every PTB-XL task on fold 9 (BENCHMARKS.md, "Probe features").
+    beats. These statistics keep it without parameters. Std and max next to g raised every PTB-XL task
+    on fold 9; the change, which sees the order of the positions (std and max do not), raised rhythm
+    by 0.013-0.017 more (BENCHMARKS.md, "Probe features", "Probe features: change over time").
     ``encoded`` must come from crops with every present patch visible (``embed``).
     """
     b, _, d = encoded.tokens.shape
@@ -347,7 +351,11 @@ def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int) -> t
     grid.scatter_(1, encoded.index[..., None].expand(-1, -1, d), real)  # positions are distinct: no overlap
     present = lead_mask.to(grid.dtype)[:, :, None, None]
     per_time = (grid.view(b, N_LEADS, n_time, d) * present).sum(1) / present.sum(1)  # B × N × D
-    return torch.cat([per_time.std(1, correction=0), per_time.amax(1)], dim=1)
+    statistics = [per_time.std(1, correction=0), per_time.amax(1)]
+    if change:  # one time position has no neighbour: no change
+        steps = per_time.diff(dim=1).abs()
+        statistics.append(steps.mean(1) if n_time > 1 else per_time.new_zeros(b, d))
+    return torch.cat(statistics, dim=1)
 
 
 class ReconstructionDecoder(nn.Module):

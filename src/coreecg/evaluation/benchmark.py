@@ -60,9 +60,9 @@ class MethodSpec:
 @dataclass
 class ProbeSettings:
     cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))  # the C grid searched on validation
-    # What the probe sees of each record (EMBEDDING_FEATURES): g plus its time statistics by default,
-    # better than g alone on every PTB-XL task (BENCHMARKS.md, "Probe features").
-    features: str = "g+time"
+    # What the probe sees of each record (EMBEDDING_FEATURES): g plus its time statistics and their
+    # change over time by default (BENCHMARKS.md, "Probe features", "Probe features: change over time").
+    features: str = "g+time+change"
 
 
 # A run folder written before ``probe.features`` existed probed g alone.

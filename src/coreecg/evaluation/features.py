@@ -1,4 +1,4 @@
-"""Record embeddings from a store: g (or g+time) of evenly spaced windows, averaged over every window of a record.
+"""Record embeddings from a store: g (or g and time statistics) of evenly spaced windows, averaged per record.
 
 The probe, ``coreecg embed`` and the benchmark all call ``record_embeddings``; the random-init
 baseline is an untrained encoder wrapped exactly like a trained one, so both go through one path.
@@ -151,8 +151,8 @@ def record_embeddings(
     features: str = "g",
 ) -> np.ndarray:
     """Embedding of every record in ``rows`` (same order): ``features`` of each window, averaged over all
-    its windows. ``features="g"``: len(rows) × D; ``"g+time"``: × 3·D (``ECGEncoder.embed``, which also
-    refuses an unknown name).
+    its windows. ``features="g"``: len(rows) × D; ``"g+time"``: × 3·D; ``"g+time+change"``: × 4·D
+    (``ECGEncoder.embed``, which also refuses an unknown name).
 
     ``precision="bf16"`` trades about 1e-2 of absolute error in g for speed (``inference_precision``).
     """
