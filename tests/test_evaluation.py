@@ -415,7 +415,7 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
         load_benchmark_config(str(bad))
     with pytest.raises(ValueError, match=r"lead_sets\.bad: unknown lead name 'V7'"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store), lead_sets={"bad": "V7"})))
-    with pytest.raises(ValueError, match=r"probe\.features: 'mean' \(known: g, g\+time\)"):
+    with pytest.raises(ValueError, match=r"probe\.features: 'mean' \(known: g, g\+time, g\+time\+change\)"):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store))), ["probe.features=mean"])
 
 
