@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from coreecg.augment import frequency_dynamic_augmentation, frequency_importance, random_crop
-from coreecg.losses import info_nce, masked_mse, normalize_patches
+from coreecg.losses import info_nce, masked_mse, normalize_patches, target_statistics
 from coreecg.masking import lead_drop, make_mask, per_lead_mask, random_mask, stdm
 from coreecg.model import ECGEncoder, EncoderConfig
 
@@ -55,6 +55,20 @@ def test_patch_targets_are_normalized_per_patch():
     assert torch.allclose(out.mean(-1), torch.zeros(3, 10), atol=1e-5)
     assert torch.allclose(out.std(-1, unbiased=False), torch.ones(3, 10), atol=1e-3)
     assert torch.equal(normalize_patches(torch.zeros(1, 1, 25)), torch.zeros(1, 1, 25))  # padding stays zero
+
+
+def test_raw_targets_keep_each_patchs_offset_and_gain():
+    """An ST segment lifted by 0.3 and a QRS twice as tall: per-patch targets lose both, raw ones keep them."""
+    wave = torch.sin(torch.linspace(0, 3, 25))
+    patches = torch.stack([wave, wave + 0.3, 2 * wave])[None]  # 1 × 3 × 25
+    shape_only = normalize_patches(patches, 1e-6, "patch")
+    assert torch.allclose(shape_only[0, 0], shape_only[0, 1], atol=1e-5)
+    assert torch.allclose(shape_only[0, 0], shape_only[0, 2], atol=1e-4)
+    assert torch.equal(normalize_patches(patches, 0.1, "raw"), patches)
+    offset, scale = target_statistics(patches, "patch", 0.1)
+    assert torch.allclose(normalize_patches(patches, 0.1) * scale + offset, patches, atol=1e-6)  # invertible
+    with pytest.raises(ValueError, match="unknown reconstruction target 'pixel'"):
+        target_statistics(patches, "pixel", 0.1)
 
 
 def _lead_masks(batch: int = 64) -> torch.Tensor:

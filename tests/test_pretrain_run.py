@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
 import coreecg
-from coreecg.config import deep_merge
+from coreecg.config import ConfigError, deep_merge
 from coreecg.dataset import Amplitude, StoreDataset
 from coreecg.distributed import all_reduce_mean, shutdown
 from coreecg.pretrain.config import resolve
@@ -206,6 +206,30 @@ def test_shared_crop_cuts_both_views_from_one_window(ptbxl_store):
     assert torch.equal(shared[0].target, shared[1].target)
     assert shared[0].target.shape[-1] == 250 and len(set(shared[0].target[:, 0, 0].tolist())) > 1
     assert not torch.equal(shared[0].signal, shared[1].signal)  # FDA draws differ per view
+
+
+def test_raw_target_scores_the_decoder_against_the_unaugmented_crop(ptbxl_store):
+    """objective.target=raw: the loss is the plain MSE between prediction and crop on masked patches."""
+    store = Store(ptbxl_store)
+    signal = torch.from_numpy(np.stack([store.segment(i) for i in range(8)]).astype(np.float32))
+    signal = (signal - signal.mean(-1, keepdim=True)) / signal.std()
+    lead_mask = torch.ones(8, 12, dtype=torch.bool)
+    lead_mask[0, 6:] = False
+    config = resolve(small_config(ptbxl_store, objective={"target": "raw"}))
+    torch.manual_seed(0)
+    model = CoReECG(config).requires_grad_(False)
+    views = make_views(signal, lead_mask, config, 100.0)
+    view, cond = views[0], model.encoder(views[1].signal, views[1].visible).g
+    encoded = model.encoder(view.signal, view.visible)
+    loss = float(model.reconstruction_loss(view, encoded, lead_mask, cond))
+    prediction = model.decoder(encoded, lead_mask, view.visible.shape[-1], cond).reshape(8, 12, -1, 25)
+    crop = view.target.reshape(8, 12, -1, 25)
+    masked = ~view.visible & lead_mask[:, :, None]
+    assert loss == pytest.approx(float(((prediction - crop) ** 2).mean(-1)[masked].mean()), rel=1e-5)
+    model.config = resolve(small_config(ptbxl_store))  # the default, per-patch target, scores something else
+    assert float(model.reconstruction_loss(view, encoded, lead_mask, cond)) != pytest.approx(loss, rel=1e-2)
+    with pytest.raises(ConfigError, match=r"objective\.target 'pixels' is not one of patch, raw"):
+        resolve(small_config(ptbxl_store, objective={"target": "pixels"}))
 
 
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):

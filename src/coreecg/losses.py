@@ -24,11 +24,29 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
     return (loss_12 + loss_21) / 2
 
 
-def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Each patch minus its mean, over its std: the reconstruction target (shape, not offset or gain)."""
+RECONSTRUCTION_TARGETS = ("patch", "raw")
+
+
+def target_statistics(patches: torch.Tensor, kind: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offset and scale that turn patches into the reconstruction target: ``(patches - offset) / scale``.
+
+    ``patch``: each patch's own mean and sqrt(var + eps), so the decoder predicts shape, not offset
+    or gain (MAE's normalized pixels). ``raw``: offset 0 and scale 1, so the record-normalized wave
+    itself is predicted, ST-level offsets and QRS/T amplitudes included.
+    """
+    if kind == "raw":
+        return torch.zeros_like(patches[..., :1]), torch.ones_like(patches[..., :1])
+    if kind != "patch":
+        raise ValueError(f"unknown reconstruction target {kind!r}; expected one of {', '.join(RECONSTRUCTION_TARGETS)}")
     mean = patches.mean(-1, keepdim=True)
     var = patches.var(-1, keepdim=True, unbiased=False)
-    return (patches - mean) / torch.sqrt(var + eps)
+    return mean, torch.sqrt(var + eps)
+
+
+def normalize_patches(patches: torch.Tensor, eps: float = 1e-6, kind: str = "patch") -> torch.Tensor:
+    """The reconstruction target of ``patches`` (see ``target_statistics``)."""
+    offset, scale = target_statistics(patches, kind, eps)
+    return (patches - offset) / scale
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

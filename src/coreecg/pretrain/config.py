@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from coreecg.config import ConfigError, apply_overrides, build, deep_merge, read_yaml
 from coreecg.dataset import Amplitude
+from coreecg.losses import RECONSTRUCTION_TARGETS
 from coreecg.masking import MASK_MODES
 from coreecg.model import DECODER_PRESETS, ENCODER_PRESETS, DecoderConfig, EncoderConfig
 
@@ -107,7 +108,14 @@ class ObjectiveSection:
     align: bool = True
     lambda_con: float = 0.5
     temperature: float = 0.2
+    # What the decoder reconstructs (losses.RECONSTRUCTION_TARGETS). None (unset) means "patch", the
+    # behaviour before the key existed, so earlier runs keep their identity.
+    target: str | None = None
     target_eps: float = 0.1
+
+    @property
+    def target_kind(self) -> str:
+        return self.target or "patch"
 
 
 @dataclass
@@ -207,6 +215,10 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(o.contrastive or o.reconstruct, "objective: at least one of contrastive and reconstruct must be true")
     need(not o.align or (o.contrastive and o.reconstruct), "objective.align needs contrastive and reconstruct")
     need(o.temperature > 0, f"objective.temperature must be positive, got {o.temperature}")
+    need(
+        o.target_kind in RECONSTRUCTION_TARGETS,
+        f"objective.target {o.target!r} is not one of {', '.join(RECONSTRUCTION_TARGETS)}",
+    )
     need(o.target_eps > 0, f"objective.target_eps must be positive, got {o.target_eps}")
     need(o.lambda_con >= 0, f"objective.lambda_con must be >= 0, got {o.lambda_con}")
     need(not o.reconstruct or k.mode != "none", "objective.reconstruct needs a mask.mode other than none")

@@ -136,6 +136,8 @@ class CoReECG(nn.Module):
             raise ValueError("this objective has no decoder (objective.reconstruct is false)")
         n_time = view.visible.shape[-1]
         prediction = self.decoder(encoded, lead_mask, n_time, cond)
-        target = normalize_patches(patchify(view.target, self.config.model.patch), self.config.objective.target_eps)
+        objective = self.config.objective
+        patches = patchify(view.target, self.config.model.patch)
+        target = normalize_patches(patches, objective.target_eps, objective.target_kind)
         masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), N_LEADS * n_time)
         return masked_mse(prediction, target, masked)

@@ -19,7 +19,7 @@ import yaml
 from coreecg.dataset import StoreDataset
 from coreecg.evaluation.benchmark import Cell
 from coreecg.evaluation.features import record_embeddings
-from coreecg.losses import normalize_patches
+from coreecg.losses import target_statistics
 from coreecg.model import patchify
 from coreecg.pretrain.config import resolve
 from coreecg.pretrain.objective import CoReECG, make_views
@@ -107,12 +107,11 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     cond = encoded[1].g if config.objective.align else None
     prediction = model.decoder(encoded[0], lead_mask, n_time, cond)
     patches = patchify(view.target, config.model.patch)
-    mean = patches.mean(-1, keepdim=True)
-    scale = torch.sqrt(patches.var(-1, keepdim=True, unbiased=False) + config.objective.target_eps)
-    recon = prediction * scale + mean
+    offset, scale = target_statistics(patches, config.objective.target_kind, config.objective.target_eps)
+    recon = prediction * scale + offset
     masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), -1)
     recon = torch.where(masked[..., None], recon, torch.full_like(recon, float("nan")))
-    error = float(((normalize_patches(patches, config.objective.target_eps) - prediction) ** 2)[masked].mean())
+    error = float((((patches - offset) / scale - prediction) ** 2)[masked].mean())
     b, leads, t = view.target.shape
     return {
         "target": view.target.numpy(),
