@@ -334,6 +334,15 @@ class ECGEncoder(nn.Module):
         return torch.cat([encoded.g, statistics], dim=1)
 
 
+def token_grid(encoded: Encoded, n_time: int) -> torch.Tensor:
+    """The encoder's output tokens at their grid positions, B × 12 × N × D; zeros where none was encoded."""
+    b, _, d = encoded.tokens.shape
+    real = encoded.tokens * encoded.valid[..., None].to(encoded.tokens.dtype)
+    grid = real.new_zeros(b, N_LEADS * n_time, d)
+    grid.scatter_(1, encoded.index[..., None].expand(-1, -1, d), real)  # positions are distinct: no overlap
+    return grid.view(b, N_LEADS, n_time, d)
+
+
 def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int, change: bool = False) -> torch.Tensor:
     """Std and max over time of the output tokens averaged over the present leads: B × 2·D; with
     ``change``, then their mean absolute change between adjacent time positions: B × 3·D.
@@ -345,12 +354,10 @@ def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int, chan
     by 0.013-0.017 more (BENCHMARKS.md, "Probe features", "Probe features: change over time").
     ``encoded`` must come from crops with every present patch visible (``embed``).
     """
-    b, _, d = encoded.tokens.shape
-    real = encoded.tokens * encoded.valid[..., None].to(encoded.tokens.dtype)
-    grid = real.new_zeros(b, N_LEADS * n_time, d)
-    grid.scatter_(1, encoded.index[..., None].expand(-1, -1, d), real)  # positions are distinct: no overlap
+    grid = token_grid(encoded, n_time)
+    b, d = grid.shape[0], grid.shape[-1]
     present = lead_mask.to(grid.dtype)[:, :, None, None]
-    per_time = (grid.view(b, N_LEADS, n_time, d) * present).sum(1) / present.sum(1)  # B × N × D
+    per_time = (grid * present).sum(1) / present.sum(1)  # B × N × D
     statistics = [per_time.std(1, correction=0), per_time.amax(1)]
     if change:  # one time position has no neighbour: no change
         steps = per_time.diff(dim=1).abs()
