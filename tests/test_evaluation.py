@@ -360,6 +360,49 @@ def test_benchmark_writes_the_table_and_resumes_without_recomputing(ptbxl_store,
         run_benchmark(load_benchmark_config(str(path), ["probe.cs=[1.0]"]), str(out), log=quiet)
 
 
+def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_paired(ptbxl_store, tmp_path, capsys):
+    methods = {"random-init": {"random_init": "cpu", "crop_seconds": 2.5}}
+    path = _write_benchmark(tmp_path, str(ptbxl_store), methods=methods, test=None)
+    out = tmp_path / "out"
+    results = run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)
+    column = f"{TASK} 100%"
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init · probe · lead I",
+                 "--bootstrap", "100", "--out", str(tmp_path / "compare.md")]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert (tmp_path / "compare.md").read_text() == table
+    line = next(row for row in table.splitlines() if row.startswith(f"| {column} |"))
+    a = results["aggregate"]["random-init · probe"][column]["val"]["auroc"]["mean"]
+    b = results["aggregate"]["random-init · probe · lead I"][column]["val"]["auroc"]["mean"]
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[1] == "2 / 2" and float(cells[3]) == pytest.approx(a, abs=5e-5)
+    assert float(cells[4]) == pytest.approx(b, abs=5e-5) and float(cells[5]) == pytest.approx(a - b, abs=1e-4)
+    low, high = (float(x) for x in cells[6].split(" to "))
+    assert low <= a - b <= high
+    # Row B from a copy of the folder: the same records, so it pairs; and a row against itself is exactly level.
+    import shutil
+
+    shutil.copytree(out, tmp_path / "copy")
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--b-run", str(tmp_path / "copy"),
+                 "--columns", column, "--bootstrap", "20"]) == 0  # fmt: skip
+    assert f"| {column} | 2 / 2 | " in (level := capsys.readouterr().out) and "+0.0000 to +0.0000 | 100.0% |" in level
+    assert main(["compare", str(out), "--a", "no such method", "--b", "random-init"]) == 2
+    assert "'no such method' is not a row; its rows: 'random-init · probe'; 'random-init · probe · lead I'" in (
+        capsys.readouterr().err
+    )
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--columns", "rhythm 10%"]) == 2
+    assert "columns ['rhythm 10%'] are not in both rows" in capsys.readouterr().err
+    # Other validation records (another fold) cannot be paired: refused, naming the column.
+    (tmp_path / "other-fold").mkdir()
+    other = _write_benchmark(tmp_path / "other-fold", str(ptbxl_store), methods=methods, test=None, val=8,
+                             train="1-7", fractions=[1.0], seeds=[0], lead_sets={"all": "all"})  # fmt: skip
+    run_benchmark(load_benchmark_config(str(other)), str(tmp_path / "fold8"), log=quiet)
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--b-run",
+                 str(tmp_path / "fold8")]) == 2  # fmt: skip
+    assert f"{column}: " in (error := capsys.readouterr().err) and "different validation records" in error
+    assert main(["compare", str(tmp_path), "--a", "x", "--b", "y"]) == 2
+    assert "no results.json" in capsys.readouterr().err
+
+
 def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tmp_path):
     pretrain_yaml = tmp_path / "pretrain.yaml"
     pretrain_yaml.write_text(

@@ -13,6 +13,7 @@ from coreecg.metrics import (
     bootstrap_intervals,
     f1_columns,
     macro_auroc,
+    paired_bootstrap_difference,
     score,
     tune_thresholds,
 )
@@ -69,6 +70,40 @@ def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_more_records(
     assert small["auroc"][0] < point < small["auroc"][1]
     assert large["auroc"][1] - large["auroc"][0] < 0.5 * (small["auroc"][1] - small["auroc"][0])
     assert bootstrap_intervals(small_y, [small_s], [t], replicates=300, seed=0) == small  # seeded
+
+
+def test_paired_difference_equals_differences_of_materialized_resamples():
+    labels, scores = _labels_and_scores(5, n=150, ties=True)
+    other = np.round(scores + np.random.default_rng(9).normal(0, 0.7, scores.shape), 1)
+    t = [np.full(labels.shape[1], 0.5)]
+    fast = paired_bootstrap_difference(labels, ([scores], t), ([other], t), replicates=200, seed=4)["auroc"]
+    rng = np.random.default_rng(4)
+    plain = []
+    for _ in range(200):  # the same draws, scored the plain way, A and B on each resample
+        rows = rng.integers(0, len(labels), len(labels))
+        plain.append(np.nanmean(auroc_columns(labels[rows], scores[rows]))
+                     - np.nanmean(auroc_columns(labels[rows], other[rows])))  # fmt: skip
+    assert fast.ci95 == pytest.approx((np.percentile(plain, 2.5), np.percentile(plain, 97.5)), abs=1e-12)
+    assert fast.share_not_above == pytest.approx(np.mean(np.array(plain) <= 0))
+    assert fast.difference == pytest.approx(macro_auroc(labels, scores).value - macro_auroc(labels, other).value)
+
+
+def test_a_paired_difference_is_resolved_where_two_separate_intervals_overlap():
+    # Both models share each record's difficulty; A adds a little signal. The separate CIs overlap,
+    # the paired one sees the gap: that is what the comparison of two methods on one fold needs.
+    rng = np.random.default_rng(0)
+    labels = (rng.random((600, 3)) < 0.3).astype(int)
+    difficulty = labels * 0.8 + rng.normal(0, 1.0, labels.shape)
+    b = difficulty + rng.normal(0, 0.2, labels.shape)
+    a = difficulty + 0.15 * labels + rng.normal(0, 0.2, labels.shape)
+    t = [np.full(3, 0.5)]
+    ci_a = bootstrap_intervals(labels, [a], t, replicates=300)["auroc"]
+    ci_b = bootstrap_intervals(labels, [b], t, replicates=300)["auroc"]
+    assert ci_a[0] < ci_b[1]  # overlapping separate intervals
+    paired = paired_bootstrap_difference(labels, ([a], t), ([b], t), replicates=300)["auroc"]
+    assert paired.ci95[0] > 0 and paired.share_not_above == 0.0
+    same = paired_bootstrap_difference(labels, ([a, b], t * 2), ([a, b], t * 2), replicates=50)["auroc"]
+    assert same.difference == 0.0 and same.ci95 == (0.0, 0.0) and same.share_not_above == 1.0
 
 
 def _materialized_bootstrap(labels, score_sets, threshold_sets, replicates, seed):

@@ -249,6 +249,39 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(commands) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="is one benchmark row above another? paired bootstrap of the difference on the same records",
+        description="For every column (task and label fraction) two rows share: A, B, A − B (each the mean over "
+        "its seeds) and the 95 %% CI of A − B from resampling the validation records once for both. Rows are "
+        "named as in results.md, or by method name; B may come from another benchmark folder on the same store.",
+    )
+    parser.add_argument("run", help="benchmark folder of row A (and of B unless --b-run)")
+    parser.add_argument("--a", required=True, help="row A: a row of results.md, or a method name")
+    parser.add_argument("--b", required=True, help="row B")
+    parser.add_argument("--b-run", help="benchmark folder of row B (default: the same folder)")
+    parser.add_argument("--columns", nargs="+", help='only these columns, e.g. "super_class 10%%"')
+    parser.add_argument("--metric", choices=("auroc", "auprc", "f1"), default="auroc")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the records")
+    parser.add_argument("--store", help="the store the labels come from (default: the one results.json names)")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from coreecg.evaluation.compare import compare_rows, comparison_table, find_row
+    from coreecg.files import write_text
+
+    a = find_row(args.run, args.a)
+    b = find_row(args.b_run or args.run, args.b)
+    comparisons = compare_rows(a, b, args.columns, args.bootstrap, store_path=args.store)
+    table = comparison_table(a, b, comparisons, args.metric)
+    print(table, end="")
+    if args.out:
+        write_text(args.out, table)
+    return 0
+
+
 def _add_report(commands) -> None:
     parser = commands.add_parser(
         "report",
@@ -277,7 +310,9 @@ def add_transfer_commands(commands) -> dict:
     _add_embed(commands)
     _add_benchmark(commands)
     _add_report(commands)
+    _add_compare(commands)
     return {
+        "compare": run_compare,
         "report": run_report,
         "probe": run_probe_or_finetune,
         "finetune": run_probe_or_finetune,
