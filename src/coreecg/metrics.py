@@ -182,7 +182,7 @@ def _bootstrap_draws(
             for name, values in per_set.items():
                 per_group[name].append(np.stack(values))  # sets × resamples
         for name, values in per_group.items():
-            keep = ~np.concatenate([np.isnan(v).any(0)[None] for v in values]).any(0)
+            keep = ~np.any([np.isnan(v).any(0) for v in values], axis=0)
             draws[name].append(np.stack([v[:, keep].mean(0) for v in values]))
     return {name: np.concatenate(chunks, axis=1) for name, chunks in draws.items()}
 
@@ -222,10 +222,6 @@ class PairedDifference:
     difference: float
     ci95: tuple[float, float]
     share_not_above: float  # share of resamples where A − B ≤ 0: small means A is above B beyond chance
-
-    def to_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "difference": self.difference, "ci95": list(self.ci95),
-                "share_not_above": self.share_not_above}  # fmt: skip
 
 
 def paired_bootstrap_difference(

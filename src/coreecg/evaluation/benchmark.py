@@ -36,6 +36,7 @@ from coreecg.store import Store
 
 PROTOCOLS = ("probe", "finetune")
 ALL_LEADS = "all"
+ROW_SEPARATOR = " · "  # between the parts of a row's name: "method · protocol[ · lead set]"
 
 
 @dataclass
@@ -141,7 +142,8 @@ class Cell:
 
     @property
     def row(self) -> str:
-        return f"{self.method} · {self.protocol}" + ("" if self.lead_set == ALL_LEADS else f" · {self.lead_set}")
+        parts = [self.method, self.protocol] + ([] if self.lead_set == ALL_LEADS else [self.lead_set])
+        return ROW_SEPARATOR.join(parts)
 
     @property
     def column(self) -> str:

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coreecg.evaluation.benchmark import Cell
+from coreecg.evaluation.benchmark import ROW_SEPARATOR, Cell
 from coreecg.metrics import PairedDifference, paired_bootstrap_difference
 from coreecg.store import Store
-
-ROW_SEPARATOR = " · "  # between the parts of Cell.row: "method · protocol[ · lead set]"
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,9 @@ def read_results(run: str) -> dict:
         return json.load(handle)
 
 
-def find_row(run: str, wanted: str, results: dict | None = None) -> BenchmarkRow:
+def find_row(run: str, wanted: str) -> BenchmarkRow:
     """The row named ``wanted``: a row as results.md names it, or a method name with one row on all leads."""
-    results = read_results(run) if results is None else results
+    results = read_results(run)
     by_row: dict[str, dict[str, list[dict]]] = {}
     for name, summary in results["cells"].items():
         cell = Cell(**summary["cell"])
