@@ -104,12 +104,26 @@ def _script(name: str):
     return module
 
 
-def test_alignment_use_swaps_the_decoders_token_and_nothing_else(finished_run, ptbxl_store, tmp_path):
+def test_alignment_use_swaps_the_decoders_token_and_nothing_else(finished_run, ptbxl_store, tmp_path, monkeypatch):
     alignment_use = _script("alignment_use")
     aligned = alignment_use.reconstruction_by_condition(str(finished_run), "train", batches=2, batch_size=8, seed=0)
     assert (aligned["steps"], aligned["align"]) == (6, True)
-    losses = [aligned[name] for name in alignment_use.CONDITIONS]
-    assert all(np.isfinite(losses)) and len(set(losses)) == len(losses)  # each swap reaches the decoder
+    assert all(np.isfinite([aligned[name] for name in alignment_use.CONDITIONS]))
+    # After 6 steps the decoder barely reads its token, so two swaps can tie in float32: check instead
+    # that each condition hands the decoder its own, distinct g.
+    conds = []
+    original = CoReECG.reconstruction_loss
+
+    def spy(self, view, encoded, lead_mask, cond):
+        conds.append(cond)
+        return original(self, view, encoded, lead_mask, cond)
+
+    monkeypatch.setattr(CoReECG, "reconstruction_loss", spy)
+    alignment_use.reconstruction_by_condition(str(finished_run), "train", 1, 8, 0)
+    other, rolled, mean, zero = conds[:4]  # the first view's four conditions
+    assert torch.equal(rolled, other.roll(1, dims=0)) and not torch.equal(rolled, other)
+    assert torch.allclose(mean, other.mean(0, keepdim=True).expand_as(other)) and not torch.equal(mean, other)
+    assert not zero.any() and other.abs().sum() > 0
     assert alignment_use.reconstruction_by_condition(str(finished_run), "train", 2, 8, 0) == aligned  # fixed draws
     # asking for more batches than the part holds averages over the batches it does hold
     segments = len(StoreDataset(Store(str(ptbxl_store)), mode="train", splits=["val"]))
