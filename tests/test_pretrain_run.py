@@ -110,17 +110,20 @@ def test_alignment_use_swaps_the_decoders_token_and_nothing_else(finished_run, p
     assert (aligned["steps"], aligned["align"]) == (6, True)
     assert all(np.isfinite([aligned[name] for name in alignment_use.CONDITIONS]))
     # After 6 steps the decoder barely reads its token, so two swaps can tie in float32: check instead
-    # that each condition hands the decoder its own, distinct g.
-    conds = []
+    # that each condition hands the decoder its own, distinct g, the first one the other view's.
+    calls = []
     original = CoReECG.reconstruction_loss
 
     def spy(self, view, encoded, lead_mask, cond):
-        conds.append(cond)
+        calls.append((encoded.g, cond))
         return original(self, view, encoded, lead_mask, cond)
 
-    monkeypatch.setattr(CoReECG, "reconstruction_loss", spy)
-    alignment_use.reconstruction_by_condition(str(finished_run), "train", 1, 8, 0)
-    other, rolled, mean, zero = conds[:4]  # the first view's four conditions
+    with monkeypatch.context() as patch:
+        patch.setattr(CoReECG, "reconstruction_loss", spy)
+        alignment_use.reconstruction_by_condition(str(finished_run), "train", 1, 8, 0)
+    own_g = calls[0][0]
+    other, rolled, mean, zero = (cond for _, cond in calls[:4])  # the first view's four conditions
+    assert torch.equal(other, calls[4][0]) and not torch.equal(other, own_g)  # the second view's g
     assert torch.equal(rolled, other.roll(1, dims=0)) and not torch.equal(rolled, other)
     assert torch.allclose(mean, other.mean(0, keepdim=True).expand_as(other)) and not torch.equal(mean, other)
     assert not zero.any() and other.abs().sum() > 0
