@@ -400,7 +400,19 @@ def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_p
                  str(tmp_path / "fold8")]) == 2  # fmt: skip
     assert f"{column}: " in (error := capsys.readouterr().err) and "different validation records" in error
     assert main(["compare", str(tmp_path), "--a", "x", "--b", "y"]) == 2
-    assert "no results.json" in capsys.readouterr().err
+    assert "no results.json and no finished cell" in capsys.readouterr().err
+    # A benchmark stopped part-way (no results.json yet) is compared on its finished cells, seeds counted.
+    (out / "results.json").unlink()
+    seed_1 = [p for p in (out / "cells").glob("random-init__probe__all__*__f1__s1.*")]
+    assert len(seed_1) == 2  # its .json and .npz
+    for path in seed_1:
+        path.unlink()
+    seed_0 = results["cells"][seed_1[0].name.split(".")[0][: -len("1")] + "0"]["val"]["auroc"]
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init · probe · lead I",
+                 "--columns", column, "--bootstrap", "100"]) == 0  # fmt: skip
+    partial = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(f"| {column} |"))
+    cells = [c.strip() for c in partial.split("|")[1:-1]]
+    assert cells[1] == "1 / 2" and float(cells[3]) == pytest.approx(seed_0, abs=5e-5)
 
 
 def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tmp_path):

@@ -255,7 +255,8 @@ def _add_compare(commands) -> None:
         help="is one benchmark row above another? paired bootstrap of the difference on the same records",
         description="For every column (task and label fraction) two rows share: A, B, A − B (each the mean over "
         "its seeds) and the 95 %% CI of A − B from resampling the validation records once for both. Rows are "
-        "named as in results.md, or by method name; B may come from another benchmark folder on the same store.",
+        "named as in results.md, or by method name; B may come from another benchmark folder on the same store. "
+        "A benchmark still running (or stopped) is compared on its finished cells; the seeds column says how many.",
     )
     parser.add_argument("run", help="benchmark folder of row A (and of B unless --b-run)")
     parser.add_argument("--a", required=True, help="row A: a row of results.md, or a method name")
@@ -264,7 +265,7 @@ def _add_compare(commands) -> None:
     parser.add_argument("--columns", nargs="+", help='only these columns, e.g. "super_class 10%%"')
     parser.add_argument("--metric", choices=("auroc", "auprc", "f1"), default="auroc")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the records")
-    parser.add_argument("--store", help="the store the labels come from (default: the one results.json names)")
+    parser.add_argument("--store", help="the store the labels come from (default: the benchmark's own)")
     parser.add_argument("--out", help="also write the table to this Markdown file")
 
 

@@ -43,11 +43,29 @@ class ColumnComparison:
 
 
 def read_results(run: str) -> dict:
+    """The folder's results.json or, while its benchmark is still running (or was stopped), its finished cells.
+
+    A long benchmark (the ablations at the protocol's budget run over several sessions) writes
+    results.json only at its end, but every finished cell is complete on disk: comparing them early
+    is how a user reads a partial run without waiting for, or faking, its end.
+    """
     path = os.path.join(run, "results.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"{run}: no results.json (not a benchmark folder, or no cell of it has finished)")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    config_path, cells_dir = os.path.join(run, "config.json"), os.path.join(run, "cells")
+    names = sorted(n[: -len(".json")] for n in os.listdir(cells_dir) if n.endswith(".json")) if (
+        os.path.isdir(cells_dir)) else []  # fmt: skip
+    if not os.path.isfile(config_path) or not names:
+        raise ValueError(f"{run}: no results.json and no finished cell (not a benchmark folder, or no cell of it "
+                         "has finished)")  # fmt: skip
+    with open(config_path, encoding="utf-8") as handle:
+        store = json.load(handle)["store"]
+    cells = {}
+    for name in names:
+        with open(os.path.join(cells_dir, name + ".json"), encoding="utf-8") as handle:
+            cells[name] = json.load(handle)
+    return {"store": store, "cells": cells}
 
 
 def find_row(run: str, wanted: str) -> BenchmarkRow:
