@@ -51,21 +51,24 @@ def read_results(run: str) -> dict:
     """
     path = os.path.join(run, "results.json")
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return _read_json(path)
     config_path, cells_dir = os.path.join(run, "config.json"), os.path.join(run, "cells")
-    names = sorted(n[: -len(".json")] for n in os.listdir(cells_dir) if n.endswith(".json")) if (
-        os.path.isdir(cells_dir)) else []  # fmt: skip
+    names = []
+    if os.path.isdir(cells_dir):
+        names = sorted(name.removesuffix(".json") for name in os.listdir(cells_dir) if name.endswith(".json"))
     if not os.path.isfile(config_path) or not names:
         raise ValueError(f"{run}: no results.json and no finished cell (not a benchmark folder, or no cell of it "
                          "has finished)")  # fmt: skip
-    with open(config_path, encoding="utf-8") as handle:
-        store = json.load(handle)["store"]
-    cells = {}
-    for name in names:
-        with open(os.path.join(cells_dir, name + ".json"), encoding="utf-8") as handle:
-            cells[name] = json.load(handle)
-    return {"store": store, "cells": cells}
+    store = _read_json(config_path)["store"]
+    return {"store": store, "cells": {name: _read_json(os.path.join(cells_dir, name + ".json")) for name in names}}
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
 def find_row(run: str, wanted: str) -> BenchmarkRow:
