@@ -403,11 +403,14 @@ def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_p
     assert "no results.json and no finished cell" in capsys.readouterr().err
     # A benchmark stopped part-way (no results.json yet) is compared on its finished cells, seeds counted.
     (out / "results.json").unlink()
-    seed_1 = [p for p in (out / "cells").glob("random-init__probe__all__*__f1__s1.*")]
-    assert len(seed_1) == 2  # its .json and .npz
-    for path in seed_1:
-        path.unlink()
-    seed_0 = results["cells"][seed_1[0].name.split(".")[0][: -len("1")] + "0"]["val"]["auroc"]
+    (name_0, seed_0), (name_1, _) = sorted(
+        (name, summary["val"]["auroc"]) for name, summary in results["cells"].items()
+        if summary["cell"]["method"] == "random-init" and summary["cell"]["lead_set"] == "all"
+        and summary["cell"]["fraction"] == 1.0
+    )  # fmt: skip
+    assert name_1 == name_0.removesuffix("0") + "1"
+    for suffix in (".json", ".npz"):
+        (out / "cells" / (name_1 + suffix)).unlink()
     assert main(["compare", str(out), "--a", "random-init", "--b", "random-init · probe · lead I",
                  "--columns", column, "--bootstrap", "100"]) == 0  # fmt: skip
     partial = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(f"| {column} |"))
