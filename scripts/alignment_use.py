@@ -19,7 +19,9 @@ import torch
 
 from coreecg.dataset import StoreDataset
 from coreecg.pretrain.config import load_pretrain_config
+from coreecg.pretrain.loop import CHECKPOINT
 from coreecg.pretrain.objective import CoReECG, make_views
+from coreecg.state_file import load_state
 from coreecg.store import Store, StoreError
 
 CONDITIONS = ("other view's g (training)", "another record's g", "batch mean g", "zero g")
@@ -30,7 +32,7 @@ def reconstruction_by_condition(run_dir: str, split: str, batches: int, batch_si
     """Mean masked-patch MSE per condition over ``batches`` fixed batches of ``split``."""
     config = load_pretrain_config(os.path.join(run_dir, "config.yaml"))
     model = CoReECG(config)
-    state = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    state = load_state(os.path.join(run_dir, CHECKPOINT))
     model.load_state_dict(state["model"])
     model.eval()
     conditioned = model.decoder is not None and model.decoder.cond_proj is not None
@@ -63,7 +65,7 @@ def reconstruction_by_condition(run_dir: str, split: str, batches: int, batch_si
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="pretraining run folders (config.yaml and checkpoint.pt)")
+    parser.add_argument("runs", nargs="+", help="pretraining run folders (config.yaml and checkpoint.safetensors)")
     parser.add_argument("--split", default="val", help="the store part to draw views from (default: val)")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -214,7 +214,9 @@ def test_stopped_fine_tuning_resumes_where_it_stopped(store, encoder, tmp_path, 
     calls["n"] = 0
     with pytest.raises(KeyboardInterrupt):
         finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "other"), config, log=quiet)
-    with pytest.raises(ValueError, match=r"finetune-state\.pt holds a fine-tuning run with other settings.*lr"):
+    with pytest.raises(
+        ValueError, match=r"finetune-state\.safetensors holds a fine-tuning run with other settings.*lr"
+    ):
         finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "other"), other, log=quiet)
 
 

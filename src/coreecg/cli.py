@@ -9,6 +9,7 @@ import sys
 
 from coreecg import __version__
 from coreecg.cli_transfer import add_transfer_commands
+from coreecg.errors import TrainingError
 from coreecg.preprocess import PrepConfig
 from coreecg.readers import SOURCE_KINDS
 from coreecg.readers.base import Source
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     run = runners[args.command]
     try:
         return run(args)
-    except (SourceError, StoreError, ValueError, OSError) as error:
+    except (SourceError, StoreError, TrainingError, ValueError, OSError) as error:
         print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,8 +7,9 @@ improvement. Thresholds are tuned on validation with the best state. The test pa
 is scored once, after all of that, and can change nothing that was chosen.
 
 A stopped run resumes: at every evaluation the model, optimizer, RNG streams, the position in the
-epoch's batch order and the best state so far go to ``finetune-state.pt``, and calling ``finetune``
-again on the same ``out`` goes on from there (fine-tuning on a CPU takes hours).
+epoch's batch order and the best state so far go to ``finetune-state.safetensors`` (never a pickle: see
+``coreecg.state_file``), and calling ``finetune`` again on the same ``out`` goes on from there
+(fine-tuning on a CPU takes hours). A non-finite loss stops the run before the optimizer applies it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from coreecg.config import ConfigError, describe_differences, to_dict
 from coreecg.dataset import StoreDataset
+from coreecg.errors import TrainingError
 from coreecg.evaluation.classifier import classifier_from_encoder, record_probabilities, save_classifier
 from coreecg.evaluation.features import check_compatible
 from coreecg.evaluation.outcome import Outcome
@@ -33,6 +35,7 @@ from coreecg.evaluation.selection import Selection
 from coreecg.metrics import macro_auroc, tune_thresholds
 from coreecg.optim import layer_decay_groups, warmup_cosine
 from coreecg.pretrained import PretrainedEncoder
+from coreecg.state_file import CONTENT_ERRORS, load_state, refuse_pickled, save_state, unusable
 from coreecg.store import Store
 
 
@@ -52,7 +55,8 @@ class FinetuneConfig:
     seed: int = 0
 
 
-STATE_FILE = "finetune-state.pt"  # written at every evaluation, removed when the run finishes
+STATE_FILE = "finetune-state.safetensors"  # written at every evaluation, removed when the run finishes
+PICKLED_STATE_FILE = "finetune-state.pt"  # what earlier versions wrote; refused, never unpickled
 
 
 @dataclass
@@ -72,22 +76,23 @@ class _FinetuneState:
 def _save_state(path: str, run: _FinetuneState, model, optimizer, info: dict) -> None:
     state = {"run": vars(run), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "rng": torch.get_rng_state(), "info": info}  # fmt: skip
-    partial = path + ".partial"
-    torch.save(state, partial)
-    os.replace(partial, path)  # a stop while writing leaves the previous state intact
+    save_state(path, state)
 
 
 def _resume(path: str, model, optimizer, info: dict) -> _FinetuneState:
     """Load a stopped run's state; refuses one that fine-tuned something else."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    changed = describe_differences(state["info"], info)
-    if changed:
-        raise ConfigError(f"{path} holds a fine-tuning run with other settings ({'; '.join(changed)}); "
-                          "delete it to start over, or use the same settings to resume")  # fmt: skip
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])  # crops and drop-path continue their streams
-    return _FinetuneState(**state["run"])
+    state = load_state(path)
+    try:
+        changed = describe_differences(state["info"], info)
+        if changed:
+            raise ConfigError(f"{path} holds a fine-tuning run with other settings ({'; '.join(changed)}); "
+                              "delete it to start over, or use the same settings to resume")  # fmt: skip
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])  # crops and drop-path continue their streams
+        return _FinetuneState(**state["run"])
+    except CONTENT_ERRORS as error:
+        raise unusable(path, "fine-tuning state", error) from None
 
 
 def autocast_for(device: torch.device):
@@ -149,6 +154,7 @@ def finetune(
         )
 
     state_path = os.path.join(out, STATE_FILE)
+    refuse_pickled(os.path.join(out, PICKLED_STATE_FILE), STATE_FILE)
     run = _FinetuneState(generator_state=generator.get_state())
     if os.path.isfile(state_path):
         run = _resume(state_path, model, optimizer, info)
@@ -170,6 +176,9 @@ def finetune(
             with autocast_for(device):
                 logits = model(x, mask, batch["record_std"].to(device))
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"].to(device))
+            if not bool(torch.isfinite(loss)):
+                raise TrainingError(f"fine-tuning step {run.step + 1}: the loss is {loss.item()} (lr {lr:g}); "
+                                         f"stopped, the last good state is {state_path}")  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -5,13 +5,17 @@ A run folder holds::
     config.yaml        the resolved config (what actually ran)
     metrics.jsonl      one JSON object per logged step / evaluation (rank 0)
     tensorboard/       the same scalars for TensorBoard
-    checkpoint.pt      full training state: weights, optimizer, step, sampler position, RNG of every rank
+    checkpoint.safetensors  full training state: weights, optimizer, step, sampler position, RNG of every
+                       rank (safetensors + JSON, never a pickle: see ``coreecg.state_file``)
     encoder/           model.safetensors + config.json, for ``coreecg.load_encoder``
     summary.json       written when the run finishes
 
-An interrupted run (Ctrl-C, a killed job, ``stop_at``) resumes from checkpoint.pt when the same
+An interrupted run (Ctrl-C, a killed job, ``stop_at``) resumes from its checkpoint when the same
 command is run again, and continues with exactly the batches, masks and learning rates the
-uninterrupted run would have used.
+uninterrupted run would have used. Ctrl-C is taken between steps (the step under way finishes, then
+the state is saved), so the saved state is never part-way into a step; a second Ctrl-C stops at once
+and keeps the last checkpoint. A non-finite loss stops the run before the optimizer applies it, and
+no checkpoint or encoder with non-finite weights is ever written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,15 +40,19 @@ from torch.utils.data import DataLoader
 from coreecg.config import ConfigError, describe_differences, to_dict
 from coreecg.dataset import StoreDataset, concat_datasets, windows_to_cover
 from coreecg.distributed import Context, all_reduce_mean, init_from_environment
-from coreecg.files import write_atomically, write_json, write_text
+from coreecg.errors import TrainingError
+from coreecg.files import write_json, write_text
 from coreecg.optim import parameter_groups, warmup_cosine
 from coreecg.pretrain.config import PretrainConfig, resolve
 from coreecg.pretrain.objective import CoReECG, make_views
 from coreecg.pretrain.online_probe import OnlineProbe, validation_subset
 from coreecg.pretrain.sampler import EpochBatches
 from coreecg.pretrained import save_encoder
+from coreecg.state_file import CONTENT_ERRORS, load_state, refuse_pickled, save_state, unusable
 from coreecg.store import Store, StoreError
 
+CHECKPOINT = "checkpoint.safetensors"
+PICKLED_CHECKPOINT = "checkpoint.pt"  # what earlier versions wrote; refused, never unpickled
 # Keys that may change when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = ("train.progress", "train.log_every", "train.checkpoint_every", "data.num_workers",
                      "train.threads", "probe.eval_every")  # fmt: skip
@@ -160,12 +170,15 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> str:
-        return os.path.join(self.run_dir, "checkpoint.pt")
+        return os.path.join(self.run_dir, CHECKPOINT)
 
     def save(self) -> None:
         rng = _gather_objects(_rng_state(), self.context)  # every rank's streams, for an exact resume
         if not self.context.is_main:
             return
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingError(f"step {self.step}: the weights are no longer finite; nothing was written, "
+                                f"the last good checkpoint is {self.checkpoint_path}")  # fmt: skip
         state = {
             "step": self.step,
             "world_size": self.context.world_size,
@@ -176,17 +189,24 @@ class Trainer:
                                                       "optimizer": self.probe.optimizer.state_dict()},
             "rng": rng,
         }  # fmt: skip
-        write_atomically(self.checkpoint_path, lambda temp: torch.save(state, temp))
+        save_state(self.checkpoint_path, state)
         info = {"steps": self.step, "objective": self.config.objective.preset, "stores": self.config.stores,
                 "store_hash": self.stores[0].config_hash}  # fmt: skip
         save_encoder(self.model.encoder, os.path.join(self.run_dir, "encoder"), self.stores[0].config,
                      self.config.data.crop_seconds, info, self.config.data.amplitude())  # fmt: skip
 
     def resume(self) -> bool:
-        """Load checkpoint.pt if the run folder has one; refuses a checkpoint of a different config."""
+        """Load the checkpoint if the run folder has one; refuses a checkpoint of a different config."""
+        refuse_pickled(os.path.join(self.run_dir, PICKLED_CHECKPOINT), CHECKPOINT)
         if not os.path.isfile(self.checkpoint_path):
             return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_state(self.checkpoint_path)
+        try:
+            return self._restore(state)
+        except CONTENT_ERRORS as error:
+            raise unusable(self.checkpoint_path, "checkpoint of this run", error) from None
+
+    def _restore(self, state: dict) -> bool:
         changed = [d for d in describe_differences(state["config"], to_dict(self.config))
                    if not d.startswith(RESUMABLE_CHANGES)]  # fmt: skip
         if changed:
@@ -253,6 +273,9 @@ class Trainer:
                                                labelled[records].to(self.device))  # fmt: skip
                 if probe_loss is not None:
                     totals["probe_bce"] = totals.get("probe_bce", 0.0) + probe_loss / t.accumulate
+        if not bool(torch.isfinite(totals["loss"])):  # before the optimizer step: the weights stay as they were
+            raise TrainingError(f"step {self.step + 1}: the loss is {float(totals['loss'])} (lr {lr:g}); the run "
+                                f"stops here, the last good checkpoint is {self.checkpoint_path}")  # fmt: skip
         if t.clip_grad > 0:
             totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad).detach()
         self.optimizer.step()
@@ -293,7 +316,9 @@ class Trainer:
         first_step = self.step  # elapsed_s counts from here, also after a resume
         last: dict = {}
         self.model.train()
+        interrupt = _InterruptBetweenSteps(self.context, self.device)
         try:
+            interrupt.install()
             while self.step < end:
                 totals = self.train_step(batches)
                 for key, value in totals.items():
@@ -318,15 +343,22 @@ class Trainer:
                         _record(metrics, writer, last)
                         self._report(progress, last, end, self.step - first_step)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
-                if self.step % t.checkpoint_every == 0 or done:
+                saved = self.step % t.checkpoint_every == 0 or done
+                if saved:
                     self.save()
+                if interrupt.requested():
+                    if not saved:
+                        self.save()
+                    if main:
+                        self.log(f"interrupted after step {self.step}; run the same command to resume from "
+                                 f"{self.checkpoint_path}")  # fmt: skip
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if self.step > 0:
-                self.save()
-            if main:
-                self.log(f"interrupted at step {self.step}; run the same command to resume from {self.checkpoint_path}")
+            if main and not interrupt.seen:  # a second Ctrl-C, or one outside the steps: the last checkpoint stands
+                self.log(f"interrupted; the same command resumes from the last checkpoint, {self.checkpoint_path}")
             raise
         finally:
+            interrupt.uninstall()
             if progress is not None:
                 progress.close()
             if metrics is not None:
@@ -356,6 +388,39 @@ class Trainer:
             self.log(f"step {self.step}/{end} {text} | {last['samples_per_s']:.0f} samples/s, "
                      f"data wait {100 * last['data_wait']:.1f} %, "
                      f"elapsed {last['elapsed_s']:.0f} s, ETA {remaining:.0f} s")  # fmt: skip
+
+
+class _InterruptBetweenSteps:
+    """Takes the first Ctrl-C (SIGINT) as a request the loop honours between steps, so the state it saves is
+    a whole number of steps; a second one interrupts at once. In a distributed run every rank stops at the
+    same step (the request is all-reduced), since a save gathers every rank's RNG state."""
+
+    def __init__(self, context: Context, device: torch.device):
+        self.context, self.device = context, device
+        self.seen = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen = True
+
+    def requested(self) -> bool:
+        if not self.context.distributed:
+            return self.seen
+        flag = torch.tensor([float(self.seen)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.seen = bool(flag.item())
+        return self.seen
 
 
 class _TimedIterator:

@@ -1,6 +1,6 @@
 """What a report shows, read from run folders: training curves, reconstructions, embeddings, ROC data.
 
-A pretraining run folder holds ``config.yaml``, ``metrics.jsonl`` and ``checkpoint.pt``; a
+A pretraining run folder holds ``config.yaml``, ``metrics.jsonl`` and ``checkpoint.safetensors``; a
 benchmark folder holds ``results.json`` and ``cells/``. ``find_runs`` locates both kinds in a
 folder and one level below it (the demo writes ``pretrain/`` and ``benchmark/``; a benchmark keeps
 its own pretraining runs under ``pretrain/``).
@@ -22,8 +22,10 @@ from coreecg.evaluation.features import record_embeddings
 from coreecg.losses import target_statistics
 from coreecg.model import patchify
 from coreecg.pretrain.config import resolve
+from coreecg.pretrain.loop import CHECKPOINT, PICKLED_CHECKPOINT
 from coreecg.pretrain.objective import CoReECG, make_views
 from coreecg.pretrained import load_encoder
+from coreecg.state_file import CONTENT_ERRORS, load_state, refuse_pickled, unusable
 from coreecg.store import Store
 
 
@@ -83,13 +85,17 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     The loss predicts each patch's shape (per-patch normalized); the figure puts the prediction back
     on the true patch's offset and scale. None when the run has no decoder (contrastive only).
     """
-    checkpoint = os.path.join(run, "checkpoint.pt")
+    refuse_pickled(os.path.join(run, PICKLED_CHECKPOINT), CHECKPOINT)
+    checkpoint = os.path.join(run, CHECKPOINT)
     if not os.path.isfile(checkpoint):
         return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    config = resolve(state["config"])
-    model = CoReECG(config)
-    model.load_state_dict(state["model"])
+    state = load_state(checkpoint)
+    try:
+        config = resolve(state["config"])
+        model = CoReECG(config)
+        model.load_state_dict(state["model"])
+    except CONTENT_ERRORS as error:
+        raise unusable(checkpoint, "checkpoint", error) from None
     model.eval()
     if model.decoder is None:
         return None
