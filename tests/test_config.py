@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_unknown_key_names_the_closest_valid_one():
-    with pytest.raises(ConfigError, match=r"unknown key 'train\.lr_max'; valid keys: steps, batch_size"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lr_max'; did you mean 'lr'\?"):
         resolve({"data": {"store": "s"}, "train": {"lr_max": 1.0}})
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.zzz'; valid keys: steps, batch_size"):
+        resolve({"data": {"store": "s"}, "train": {"zzz": 1.0}})
+    with pytest.raises(ConfigError, match=r"unknown key 'LR'; did you mean 'train\.lr'\?"):
+        resolve({"data": {"store": "s"}, "LR": 1.0})
     with pytest.raises(ConfigError, match=r"unknown key 'mask.time_ratoi'; did you mean 'time_ratio'\?"):
         resolve({"data": {"store": "s"}, "mask": {"time_ratoi": 0.4}})
     with pytest.raises(ConfigError, match=r"unknown key 'optim'"):
@@ -31,7 +35,7 @@ def test_wrong_types_and_bad_values_are_named():
     with pytest.raises(ConfigError) as error:
         resolve({"data": {"store": "s"}, "mask": {"time_ratio": 1.0}, "model": {"dim": 100, "heads": 3}})
     assert "mask.time_ratio must be in [0, 1)" in str(error.value)
-    assert "model.dim 100 is not divisible by model.heads 3" in str(error.value)
+    assert "model: encoder heads 3 must divide dim 100" in str(error.value)
     with pytest.raises(ConfigError, match=r"data\.store is required"):
         resolve({})
     with pytest.raises(ConfigError, match=r"data\.scale_mv must be a positive amplitude in mV, got 0"):

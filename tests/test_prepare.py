@@ -141,7 +141,7 @@ def test_malformed_records_are_rejected_with_reasons(tmp_path):
         "truncated_header": "signal lines",
         "missing_signal": "does not exist",
         "garbage_header": "not a number",
-        "bad_rate": "not a positive number",
+        "bad_rate": "sampling rate of -100 Hz (expected 1 to 100000 Hz)",
         "odd_rate": "cannot be resampled",
         "unknown_leads": "no known lead names",
         "all_flat": "no usable lead",

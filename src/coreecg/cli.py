@@ -133,9 +133,14 @@ def _print_rejects(out: str, limit: int = 10) -> None:
 
 
 def _add_inspect(commands) -> None:
-    parser = commands.add_parser("inspect", help="summarize a store: counts, settings, label sets, flags")
+    parser = commands.add_parser(
+        "inspect", help="summarize a store (counts, settings, label sets, flags) and check its files"
+    )
     parser.add_argument("store")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    parser.add_argument(
+        "--verify", action="store_true", help="also check every file's SHA-256 against the one written by prepare"
+    )
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -154,6 +159,14 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"  label set {name}: {len(info['classes'])} classes, {info['labelled']} records labelled")
     if manifest["flags"]:
         print("  quality flags: " + ", ".join(f"{k} {v}" for k, v in manifest["flags"].items()))
+    problems = store.verify(content=args.verify)
+    for problem in problems:
+        print(f"coreecg inspect: damaged: {problem}", file=sys.stderr)
+    if problems:
+        print(f"coreecg inspect: {len(problems)} problem(s); re-run the coreecg prepare command that made the store "
+              "to repair it", file=sys.stderr)  # fmt: skip
+        return 2
+    print("  files: " + ("sizes and SHA-256 match the manifest" if args.verify else "sizes match the manifest"))
     return 0
 
 
@@ -218,6 +231,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attach_dashed_values(argv: list[str]) -> list[str]:
+    """``--shard -1/4`` as ``--shard=-1/4``: argparse takes a value starting with '-' for an option and would
+    answer "expected one argument"; attached, the value reaches the check that says what is wrong with it."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--shard" and out[i + 1].startswith("-"):
+            out[i : i + 2] = [f"--shard={out[i + 1]}", ""]
+    return [item for item in out if item != ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coreecg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"coreecg {__version__}")
@@ -228,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_demo(commands)
     runners = {"prepare": run_prepare, "inspect": run_inspect, "pretrain": run_pretrain, "demo": run_demo_command}
     runners |= add_transfer_commands(commands)
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_attach_dashed_values(sys.argv[1:] if argv is None else argv))
     settings = next((name for name in KEY_VALUE_LISTS if hasattr(args, name)), None)
     if extra and settings and all("=" in item and not item.startswith("-") for item in extra):
         setattr(args, settings, getattr(args, settings) + extra)  # key=value settings may follow the options

@@ -169,9 +169,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         if args.part:
             raise ValueError("--part applies to --store only")
-        table, rejects = predict_folder(saved, args.wfdb, _log)
-        for _, row in rejects.iterrows():
-            _log(f"skipped {row.to_dict()}")
+        table, _ = predict_folder(saved, args.wfdb, _log)  # skipped records are logged with their reasons
     write_text(args.out, table.to_csv(index=False))
     print(f"{len(table)} records → {args.out} ({len(saved.classes)} classes: {', '.join(saved.classes)})")
     return 0

@@ -131,11 +131,34 @@ def build(cls: type[T], data: dict, where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            close = closest_key(str(key), cls)
+            hint = f"; did you mean {close!r}?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key {path!r}{hint}")
         values[key] = _coerce(value, hints[key], path)
     return cls(**values)
+
+
+def closest_key(key: str, cls: type) -> str | None:
+    """The key of dataclass ``cls`` a misspelt ``key`` most likely meant: a near spelling (any case), a key
+    it starts or ends with (``lr_max`` -> ``lr``), or such a key one section down (``lr`` -> ``train.lr``)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    folded = {name.casefold(): name for name in names}
+    wanted = key.casefold()
+    if wanted in folded:
+        return folded[wanted]
+    close = difflib.get_close_matches(wanted, list(folded), n=1)
+    if close:
+        return folded[close[0]]
+    parts = [name for name in names if wanted.startswith(name + "_") or wanted.endswith("_" + name)]
+    if parts:
+        return max(parts, key=len)
+    hints = typing.get_type_hints(cls)
+    for name in names:
+        if dataclasses.is_dataclass(hints[name]):
+            inner = {f.name.casefold(): f.name for f in dataclasses.fields(hints[name])}
+            if wanted in inner:
+                return f"{name}.{inner[wanted]}"
+    return None
 
 
 def to_dict(config) -> dict:

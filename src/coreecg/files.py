@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +25,15 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
         if os.path.exists(temp):
             os.remove(temp)
         raise
+
+
+def file_digest(path: str) -> dict:
+    """Size and SHA-256 of a file, read in blocks (stores' shards are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def write_json(path: str, data, sort_keys: bool = False) -> None:

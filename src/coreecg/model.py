@@ -20,7 +20,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coreecg.config import ConfigError
 from coreecg.leads import N_LEADS
+
+# Sizes beyond any ECG transformer this code is meant for; the bound keeps a config or a downloaded
+# config.json from asking for tens of GB before anything can say it is wrong (base: 85 M parameters).
+MAX_PARAMETERS = 2_000_000_000
+MAX_DIM, MAX_DEPTH, MAX_PATCH, MAX_TIME_PATCHES = 8192, 256, 10_000, 100_000
+
+
+def _size_problems(name: str, dim: int, depth: int, heads: int, mlp_ratio: float) -> list[str]:
+    out = []
+    if not 1 <= dim <= MAX_DIM:
+        out.append(f"{name} dim {dim} is outside 1..{MAX_DIM}")
+    if not 1 <= depth <= MAX_DEPTH:
+        out.append(f"{name} depth {depth} is outside 1..{MAX_DEPTH}")
+    if not 1 <= heads <= max(dim, 1) or dim % heads:
+        out.append(f"{name} heads {heads} must divide dim {dim}")
+    if not (math.isfinite(mlp_ratio) and 0 < mlp_ratio <= 64):
+        out.append(f"{name} mlp_ratio {mlp_ratio} is outside (0, 64]")
+    elif not out and depth * dim * dim * (4 + 2 * mlp_ratio) > MAX_PARAMETERS:
+        out.append(f"{name} of dim {dim} and depth {depth} exceeds {MAX_PARAMETERS:.0e} parameters")
+    return out
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,17 @@ class EncoderConfig:
     # normalization (DESIGN §1.1) takes out of the waves; see ``amplitude_feature``.
     amplitude_token: bool = False
 
+    def __post_init__(self) -> None:
+        problems = _size_problems("encoder", self.dim, self.depth, self.heads, self.mlp_ratio)
+        if not 1 <= self.patch <= MAX_PATCH:
+            problems.append(f"encoder patch {self.patch} is outside 1..{MAX_PATCH}")
+        if not 1 <= self.max_time_patches <= MAX_TIME_PATCHES:
+            problems.append(f"encoder max_time_patches {self.max_time_patches} is outside 1..{MAX_TIME_PATCHES}")
+        if not 0 <= self.drop_path < 1:
+            problems.append(f"encoder drop_path {self.drop_path} is outside [0, 1)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -46,6 +78,11 @@ class DecoderConfig:
     depth: int = 2
     heads: int = 4
     mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        problems = _size_problems("decoder", self.dim, self.depth, self.heads, self.mlp_ratio)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 # Widths and depths of the named sizes (DESIGN §1.2); "cpu" is sized for a 2-core machine.

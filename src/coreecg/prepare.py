@@ -3,7 +3,9 @@
 Records are assigned to shards by their position in the source's (deterministic) key list, so every
 process and every machine agrees on which shard holds which records without talking to each other.
 A shard is built in memory (a bounded number of records), written to a temporary folder and renamed
-into place with ``done.json`` inside: a shard folder that exists is complete, so a re-run skips it.
+into place with ``done.json`` inside (the sizes and SHA-256 of its files): a re-run skips a shard whose
+files match it, and converts again one that is incomplete, truncated or replaced, after removing the
+leftovers of an interrupted conversion. A store in which no record could be stored is an error.
 When every shard exists, the shards' small tables are merged into the store-level index, label
 matrices, ``records.csv``, ``rejects.csv`` and, last, ``manifest.json``.
 
@@ -12,6 +14,7 @@ Accounting is exact: every key is either stored or listed in ``rejects.csv`` wit
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -28,12 +31,12 @@ import numpy as np
 import pandas as pd
 
 from coreecg import __version__
-from coreecg.files import write_json
+from coreecg.files import file_digest, write_json
 from coreecg.leads import CANONICAL_LEADS, N_LEADS
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig, prepare_record
 from coreecg.readers.base import Source
 from coreecg.record import RawRecord, RecordError
-from coreecg.store import StoreError
+from coreecg.store import SHARD_FILES, EmptyStoreError, StoreError, check_shard
 
 SEGMENT_DTYPE = np.dtype([("record", "<i4"), ("offset", "<i8"), ("valid", "<i4")])
 
@@ -140,6 +143,7 @@ def convert_shard(source: Source, keys: list[str], shard_dir: str, config: PrepC
         "stored": len(records),
         "rejected": len(rejects),
         "segments": len(segments),
+        "files": {name: file_digest(os.path.join(tmp, name)) for name in SHARD_FILES},
     }
     write_json(os.path.join(tmp, "done.json"), done, sort_keys=True)
     try:
@@ -229,12 +233,16 @@ def prepare_store(
     for shard in range(part, n_shards, parts):
         shard_dir = os.path.join(shards_dir, f"{shard:05d}")
         shard_keys = keys[shard * shard_size : (shard + 1) * shard_size]
-        done_path = os.path.join(shard_dir, "done.json")
-        if os.path.isfile(done_path):
-            with open(done_path, encoding="utf-8") as handle:
-                if json.load(handle)["keys_hash"] != _keys_hash(shard_keys):
+        for leftover in glob.glob(glob.escape(shard_dir) + ".tmp-*"):  # a conversion that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        if os.path.isdir(shard_dir):
+            done, problem = check_shard(shard_dir)
+            if problem is None:
+                if done.get("keys_hash") != _keys_hash(shard_keys):
                     raise StoreError(f"{shard_dir}: holds other records than planned; use a new --out folder")
-            continue
+                continue
+            log(f"prepare: {shard_dir} is damaged ({problem}); converting it again")
+            shutil.rmtree(shard_dir)
         todo.append((shard, shard_keys, shard_dir, config, strict))
     mine = len(range(part, n_shards, parts))
     log(
@@ -260,6 +268,11 @@ def prepare_store(
         log(
             f"prepare: store {out} complete: {totals['stored']} records stored as {totals['segments']} segments, "
             f"{totals['rejected']} rejected (see rejects.csv), {time.perf_counter() - start:.1f} s"
+        )
+    elif parts == 1:
+        raise StoreError(
+            f"{out}: {n_shards - len(finished)} of {n_shards} shards are unfinished after converting "
+            "every shard; run the same command again"
         )
     else:
         log(f"prepare: {len(finished)}/{n_shards} shards done; run again without --shard (or all parts) to finish")
@@ -310,7 +323,8 @@ def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> 
         seg_arrays["valid"].append(segments["valid"])
         records.extend(_read_jsonl(os.path.join(folder, "records.jsonl")))
         rejects.extend(_read_jsonl(os.path.join(folder, "rejects.jsonl")))
-        shard_info.append({"name": name, "segments": len(segments)})
+        done, _ = check_shard(folder)
+        shard_info.append({"name": name, "segments": len(segments), "files": (done or {}).get("files", {})})
     if len(records) + len(rejects) != plan["records_in"]:
         raise StoreError(
             f"{out}: {plan['records_in']} records in, but {len(records)} stored + {len(rejects)} rejected; "
@@ -354,6 +368,12 @@ def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> 
     os.replace(_tmp(out, "records.csv"), os.path.join(out, "records.csv"))
     pd.DataFrame(rejects, columns=["key", "path", "reason"]).to_csv(_tmp(out, "rejects.csv"), index=False)
     os.replace(_tmp(out, "rejects.csv"), os.path.join(out, "rejects.csv"))
+    if not records:  # no manifest: an empty store is never reported complete
+        first = f" (the first: {rejects[0]['path']}: {rejects[0]['reason']})" if rejects else ""
+        raise EmptyStoreError(
+            f"{out}: none of the {plan['records_in']} records could be stored; every reason is in "
+            f"{os.path.join(out, 'rejects.csv')}{first}"
+        )
     flag_counts = Counter(flag.split(":")[0] for r in records for flag in r["flags"])
     manifest = {
         "format_version": STORE_FORMAT_VERSION,
@@ -370,6 +390,10 @@ def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> 
         "flags": dict(sorted(flag_counts.items())),
         "label_sets": label_sets,
         "shards": shard_info,
+        "files": {
+            name: file_digest(os.path.join(out, name))
+            for name in ["index.npz", "records.csv", "rejects.csv"] + [f"labels/{n}.npz" for n in label_sets]
+        },
     }
     write_json(os.path.join(out, "manifest.json"), manifest, sort_keys=True)
     return {"stored": len(records), "rejected": len(rejects), "segments": manifest["segments"]}

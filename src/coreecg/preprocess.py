@@ -21,9 +21,13 @@ import numpy as np
 from scipy import signal as sps
 
 from coreecg.leads import CANONICAL_LEADS, N_LEADS, lead_index
-from coreecg.record import RawRecord, RecordError
+from coreecg.record import RATE_RANGE_HZ, RawRecord, RecordError
 
 STORE_FORMAT_VERSION = 1
+MIN_SEGMENT_SECONDS = 1.0
+# No surface ECG reaches this (PTB-XL and the CinC records peak below 21 mV): a lead beyond it holds
+# a wrong gain or garbage, and is masked out like a flat lead rather than stored.
+MAX_ABS_MV = 50.0
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,10 @@ class PrepConfig:
             if field.type == "float":
                 object.__setattr__(self, field.name, float(getattr(self, field.name)))
         problems = []
-        if not (self.fs > 0 and math.isfinite(self.fs)):
-            problems.append(f"rate must be a positive number of Hz, got {self.fs}")
-        if not self.segment_seconds > 0 or not math.isfinite(self.segment_seconds):
-            problems.append(f"segment length must be positive, got {self.segment_seconds} s")
+        if not (math.isfinite(self.fs) and RATE_RANGE_HZ[0] <= self.fs <= RATE_RANGE_HZ[1]):
+            problems.append(f"rate must be {RATE_RANGE_HZ[0]:g} to {RATE_RANGE_HZ[1]:g} Hz, got {self.fs}")
+        if not (math.isfinite(self.segment_seconds) and self.segment_seconds >= MIN_SEGMENT_SECONDS):
+            problems.append(f"segment length must be at least {MIN_SEGMENT_SECONDS:g} s, got {self.segment_seconds} s")
         if not 0 <= self.band_low < self.band_high:
             problems.append(f"band must satisfy 0 <= low < high, got {self.band_low}-{self.band_high} Hz")
         if self.band_low >= 0.95 * self.fs / 2:
@@ -91,8 +95,9 @@ class Prepared:
 
 def resampling_ratio(fs_in: float, fs_out: float, path: str) -> tuple[int, int]:
     """(up, down) for ``resample_poly``; rejects rates that cannot be resampled exactly."""
-    if not (math.isfinite(fs_in) and fs_in > 0):
-        raise RecordError(path, f"sampling rate {fs_in} Hz is not a positive number")
+    if not (math.isfinite(fs_in) and RATE_RANGE_HZ[0] <= fs_in <= RATE_RANGE_HZ[1]):
+        low, high = RATE_RANGE_HZ
+        raise RecordError(path, f"sampling rate {fs_in:g} Hz is outside {low:g} to {high:g} Hz")
     ratio = Fraction(fs_out).limit_denominator(10_000) / Fraction(fs_in).limit_denominator(10_000)
     ratio = ratio.limit_denominator(1_000)
     if abs(float(ratio) - fs_out / fs_in) > 1e-9 * fs_out / fs_in:
@@ -184,6 +189,10 @@ def prepare_record(record: RawRecord, config: PrepConfig) -> Prepared:
                 long_gaps.extend(lead_gaps)
             row[invalid] = np.interp(samples[invalid], samples[~invalid], row[~invalid])
         low, high = row.min(), row.max()
+        if max(-low, high) > MAX_ABS_MV:
+            flags.append(f"implausible:{name}")  # beyond any surface ECG: a wrong gain or garbage
+            present[lead] = False
+            continue
         if high - low < config.flat_ptp_mv:
             flags.append(f"flat:{name}")
             present[lead] = False
@@ -206,4 +215,7 @@ def prepare_record(record: RawRecord, config: PrepConfig) -> Prepared:
     record_std = float(centred.std())
     means = np.zeros(N_LEADS, dtype=np.float32)
     means[present] = lead_mean
-    return Prepared(x.astype(config.dtype), present, means, record_std, flags)
+    stored = x.astype(config.dtype)
+    if not (np.isfinite(stored).all() and math.isfinite(record_std)):  # never store inf or NaN as an ECG
+        raise RecordError(record.path, f"preprocessing gave values that {config.dtype} cannot hold")
+    return Prepared(stored, present, means, record_std, flags)

@@ -9,8 +9,10 @@ band-pass, lead mapping, load-time normalization), so users never re-implement i
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from coreecg import __version__
+from coreecg.config import ConfigError, build
 from coreecg.dataset import PER_RECORD, Amplitude, normalize_crops, window_starts, windows_to_cover
+from coreecg.errors import first_line
 from coreecg.files import write_atomically, write_json
 from coreecg.leads import CANONICAL_LEADS
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples, evaluating
@@ -175,8 +179,8 @@ def read_model_config(path: str, subfolder: str, expected_format: str, what: str
             config = json.load(handle)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: no {what} here (expected {CONFIG} and {WEIGHTS})") from error
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+    except (ValueError, RecursionError) as error:  # JSON and text-encoding errors alike
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != expected_format:
         found = config.get("format") if isinstance(config, dict) else None
         raise ValueError(f"{config_path}: not a {what} (format {found!r}, expected {expected_format!r})")
@@ -185,19 +189,79 @@ def read_model_config(path: str, subfolder: str, expected_format: str, what: str
     return folder, config
 
 
-def saved_amplitude(folder: str, config: dict) -> Amplitude:
-    """The amplitude normalization a saved model's config.json records, its file named if invalid."""
+@dataclass(frozen=True)
+class SavedSettings:
+    """What every saved model's config.json must hold, checked: a file from anyone gives a clear error."""
+
+    encoder: EncoderConfig
+    preprocessing: PrepConfig
+    crop_seconds: float
+    amplitude: Amplitude
+    info: dict
+
+
+def saved_settings(folder: str, config: dict) -> SavedSettings:
+    """The checked settings of a saved model's config.json; ``ValueError`` naming the file and the key."""
+    where = os.path.join(folder, CONFIG)
     try:
-        return Amplitude.from_json(config)
-    except ValueError as error:
-        raise ValueError(f"{os.path.join(folder, CONFIG)}: {error}") from error
+        encoder = build(EncoderConfig, _section(config, "encoder"), "encoder")
+        preprocessing = build(PrepConfig, _section(config, "preprocessing"), "preprocessing")
+        amplitude = Amplitude.from_json(config)
+    except ValueError as error:  # ConfigError included
+        raise ValueError(f"{where}: {error}") from None
+    crop = config.get("crop_seconds")
+    if isinstance(crop, bool) or not isinstance(crop, int | float) or not (math.isfinite(crop) and 0 < crop <= 3600):
+        raise ValueError(f"{where}: crop_seconds must be a number of seconds in (0, 3600], got {crop!r}")
+    info = config.get("info", {})
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: info must be a mapping, got {type(info).__name__}")
+    return SavedSettings(encoder, preprocessing, float(crop), amplitude, info)
+
+
+def _section(config: dict, name: str) -> dict:
+    section = config.get(name)
+    if not isinstance(section, dict):
+        raise ConfigError(f"section {name!r} is missing or not a mapping")
+    return section
+
+
+def load_weights(folder: str, module: nn.Module) -> None:
+    """``model.safetensors`` into ``module``, refusing a damaged file, one that does not fit the config, or
+    non-finite weights, each with one line naming the file."""
+    path = os.path.join(folder, WEIGHTS)
+    try:
+        state = load_file(path)
+    except Exception as error:  # safetensors raises its own error type for damaged files
+        raise ValueError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
+    expected = module.state_dict()
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)}, not {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = {
+        "missing": sorted(set(expected) - set(state)),
+        "unexpected": sorted(set(state) - set(expected)),
+        "wrong shape": wrong_shape,
+    }
+    found = [f"{label}: {_some(items)}" for label, items in problems.items() if items]
+    if found:
+        raise ValueError(f"{path}: does not fit {CONFIG} ({'; '.join(found)})")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ValueError(f"{path}: non-finite weights in {_some(non_finite)}")
+    module.load_state_dict(state)
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
     """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
     folder, config = read_model_config(path, "encoder", ENCODER_FORMAT, "coreecg encoder")
-    encoder = ECGEncoder(EncoderConfig(**config["encoder"]))
-    encoder.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
-    model = PretrainedEncoder(encoder, PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"],
-                              config.get("info"), saved_amplitude(folder, config))  # fmt: skip
+    settings = saved_settings(folder, config)
+    encoder = ECGEncoder(settings.encoder)
+    load_weights(folder, encoder)
+    model = PretrainedEncoder(encoder, settings.preprocessing, settings.crop_seconds, settings.info, settings.amplitude)
     return model.to(device).eval()

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Rates a record or a store may have: beyond them a file is damaged, and resampling between them
+# would allocate without bound (0.0001 Hz -> 100 Hz is a 10^6-fold upsampling).
+RATE_RANGE_HZ = (1.0, 100_000.0)
+
 
 class RecordError(Exception):
     """A record that cannot be used; the message names the file and the problem."""

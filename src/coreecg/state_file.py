@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from coreecg.errors import first_line
 from coreecg.files import write_atomically
 
 FORMAT = "coreecg-state"
@@ -36,7 +37,7 @@ class StateFileError(ValueError):
 
 def unusable(path: str, what: str, error: BaseException) -> StateFileError:
     """The error for a readable state file whose contents do not fit what reads it."""
-    return StateFileError(f"{path}: not a usable {what} ({type(error).__name__}: {_first_line(error)})")
+    return StateFileError(f"{path}: not a usable {what} ({type(error).__name__}: {first_line(error)})")
 
 
 def save_state(path: str, state: dict) -> None:
@@ -59,7 +60,7 @@ def load_state(path: str) -> dict:
     except FileNotFoundError:
         raise StateFileError(f"{path}: no such file") from None
     except Exception as error:  # safetensors raises its own types for damaged files, and OSError for I/O
-        raise StateFileError(f"{path}: not a readable coreecg state file ({_first_line(error)})") from None
+        raise StateFileError(f"{path}: not a readable coreecg state file ({first_line(error)})") from None
     try:
         tree = json.loads(metadata["tree"])
         state = _decode(tree, tensors, path)
@@ -79,11 +80,6 @@ def _check_header(path: str, metadata: dict) -> None:
         raise StateFileError(
             f"{path}: state file version {metadata.get('version')!r}, this coreecg reads {FORMAT_VERSION}"
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

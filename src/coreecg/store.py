@@ -6,11 +6,16 @@ Layout of a store folder (written by ``coreecg.prepare``)::
     plan.json                 settings fixed when the store was started (guards resumes)
     shards/NNNNN/signals.npy  segments × 12 × segment_samples, memory-mapped on read
     shards/NNNNN/segments.npy per segment: record row in shard, offset, valid length
-    shards/NNNNN/records.jsonl and rejects.jsonl, done.json (written last, atomically)
+    shards/NNNNN/records.jsonl and rejects.jsonl, done.json (written last, atomically; sizes and SHA-256
+                              of the shard's files)
     records.csv               one row per stored record (ids, patient, fold, split, labels, flags)
     index.npz                 per segment and per record arrays the dataset needs
     labels/<set>.npz          per label set: multi-hot record × class matrix, and which records are labelled
     rejects.csv               every record that was not stored, with the reason
+
+The manifest repeats every file's size and SHA-256: ``Store.verify`` (``coreecg inspect``, with
+``--verify`` for the hashes) finds truncated, replaced or leftover files, and a damaged shard is named
+when read rather than failing deep inside NumPy.
 
 Signals are never loaded whole: ``Store.signals(shard)`` is a read-only memmap, opened lazily and
 dropped on pickling so a ``Store`` inside DataLoader workers reopens its own maps.
@@ -18,6 +23,7 @@ dropped on pickling so a ``Store`` inside DataLoader workers reopens its own map
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Sequence
@@ -26,7 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from coreecg.files import file_digest
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig
+
+SHARD_FILES = ("signals.npy", "segments.npy", "records.jsonl", "rejects.jsonl")
+REPAIR_HINT = "re-run the coreecg prepare command that made the store to repair it"
 
 
 def available_memory() -> int:
@@ -43,6 +53,10 @@ def available_memory() -> int:
 
 class StoreError(Exception):
     """A store that cannot be opened or mixed, with the folder named."""
+
+
+class EmptyStoreError(StoreError):
+    """No record of a source could be stored; every reason is in the store's rejects.csv."""
 
 
 @dataclass(frozen=True)
@@ -66,26 +80,41 @@ class Store:
                 f"{path}: not a finished coreecg store"
                 + (" (conversion incomplete: re-run coreecg prepare to finish it)" if partial else "")
             )
-        with open(manifest_path, encoding="utf-8") as handle:
-            self.manifest = json.load(handle)
-        if self.manifest.get("format_version") != STORE_FORMAT_VERSION:
+        try:
+            with open(manifest_path, encoding="utf-8") as handle:
+                self.manifest = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{manifest_path}: unreadable ({error}); {REPAIR_HINT}") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format_version") != STORE_FORMAT_VERSION:
+            found = self.manifest.get("format_version") if isinstance(self.manifest, dict) else None
             raise StoreError(
-                f"{path}: store format {self.manifest.get('format_version')} is not supported "
+                f"{path}: store format {found} is not supported "
                 f"(this coreecg reads format {STORE_FORMAT_VERSION}); re-run coreecg prepare"
             )
-        self.config = PrepConfig.from_dict(self.manifest["config"])
-        self.config_hash: str = self.manifest["config_hash"]
-        with np.load(os.path.join(path, "index.npz")) as index:
-            self.segment_shard = index["segment_shard"]
-            self.segment_row = index["segment_row"]
-            self.segment_record = index["segment_record"]
-            self.segment_offset = index["segment_offset"]
-            self.segment_valid = index["segment_valid"]
-            self.lead_mask = index["lead_mask"]
-            self.lead_mean = index["lead_mean"]
-            self.record_std = index["record_std"]
-            self.fold = index["fold"]
-        self.shard_names: list[str] = [s["name"] for s in self.manifest["shards"]]
+        try:
+            self.config = PrepConfig.from_dict(self.manifest["config"])
+            self.config_hash: str = self.manifest["config_hash"]
+            self.shard_names: list[str] = [s["name"] for s in self.manifest["shards"]]
+            if not isinstance(self.manifest["label_sets"], dict):
+                raise TypeError("label_sets is not a mapping")
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise StoreError(f"{manifest_path}: malformed ({type(error).__name__}: {error})") from None
+        index_path = os.path.join(path, "index.npz")
+        try:
+            with np.load(index_path) as index:
+                self.segment_shard = index["segment_shard"]
+                self.segment_row = index["segment_row"]
+                self.segment_record = index["segment_record"]
+                self.segment_offset = index["segment_offset"]
+                self.segment_valid = index["segment_valid"]
+                self.lead_mask = index["lead_mask"]
+                self.lead_mean = index["lead_mean"]
+                self.record_std = index["record_std"]
+                self.fold = index["fold"]
+        except Exception as error:  # zipfile, NumPy and OS errors alike: the file is damaged
+            raise StoreError(f"{index_path}: unreadable ({type(error).__name__}: {error}); {REPAIR_HINT}") from None
+        if not len(self.segment_shard) == len(self.segment_row) == len(self.segment_offset):
+            raise StoreError(f"{index_path}: its segment arrays differ in length; {REPAIR_HINT}")
         self._records: pd.DataFrame | None = None
         self._maps: dict[int, np.ndarray] = {}
 
@@ -113,11 +142,18 @@ class Store:
     def records(self) -> pd.DataFrame:
         """The metadata table, one row per stored record (loaded on first use)."""
         if self._records is None:
-            self._records = pd.read_csv(
-                os.path.join(self.path, "records.csv"),
-                dtype={"record_id": str, "patient_id": str, "split": str, "flags": str},
-                keep_default_na=False,
-            )
+            path = os.path.join(self.path, "records.csv")
+            try:
+                records = pd.read_csv(
+                    path,
+                    dtype={"record_id": str, "patient_id": str, "split": str, "flags": str},
+                    keep_default_na=False,
+                )
+            except Exception as error:  # pandas' parser errors, bad encodings, OS errors
+                raise StoreError(f"{path}: unreadable ({type(error).__name__}: {error}); {REPAIR_HINT}") from None
+            if len(records) != self.n_records or "record_id" not in records:
+                raise StoreError(f"{path}: {len(records)} rows for {self.n_records} records; {REPAIR_HINT}")
+            self._records = records
         return self._records
 
     @property
@@ -129,9 +165,40 @@ class Store:
         array = self._maps.get(shard)
         if array is None:
             file = os.path.join(self.path, "shards", self.shard_names[shard], "signals.npy")
-            array = np.load(file, mmap_mode="r")
+            expected = self.manifest["shards"][shard].get("files", {}).get("signals.npy", {}).get("bytes")
+            try:
+                size = os.path.getsize(file)
+                if expected is not None and size != expected:
+                    raise StoreError(
+                        f"{file}: damaged shard ({size} bytes, the manifest says {expected}); {REPAIR_HINT}"
+                    )
+                array = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise StoreError(f"{file}: damaged shard ({error}); {REPAIR_HINT}") from None
+            segments = self.manifest["shards"][shard].get("segments")
+            if array.ndim != 3 or (segments is not None and len(array) != segments):
+                raise StoreError(
+                    f"{file}: damaged shard (shape {array.shape}, {segments} segments expected); {REPAIR_HINT}"
+                )
             self._maps[shard] = array
         return array
+
+    def verify(self, content: bool = False) -> list[str]:
+        """Every problem found, one line each naming the file: sizes against the manifest (and SHA-256 with
+        ``content``), shards without ``done.json``, and leftovers of an interrupted conversion."""
+        problems = []
+        for info in self.manifest["shards"]:
+            folder = os.path.join(self.path, "shards", info["name"])
+            _, problem = check_shard(folder, info.get("files"), content)
+            if problem:
+                problems.append(f"{folder}: {problem}")
+        for name, expected in self.manifest.get("files", {}).items():
+            problem = check_file(os.path.join(self.path, name), expected, content)
+            if problem:
+                problems.append(f"{os.path.join(self.path, name)}: {problem}")
+        for leftover in sorted(glob.glob(os.path.join(self.path, "shards", "*.tmp-*"))):
+            problems.append(f"{leftover}: left over from an interrupted conversion (safe to delete)")
+        return problems
 
     def prefetch(self, shards: Sequence[int] | None = None, memory_share: float = 0.5) -> bool:
         """Ask the kernel to read these signal shards into the page cache now; False where it was not asked.
@@ -169,8 +236,54 @@ class Store:
         if info is None:
             known = ", ".join(self.label_set_names) or "none"
             raise StoreError(f"{self.path}: no label set {name!r} (this store has: {known})")
-        with np.load(os.path.join(self.path, "labels", f"{name}.npz")) as data:
-            return LabelSet(name, list(info["classes"]), data["matrix"], data["labelled"], info.get("names", {}))
+        path = os.path.join(self.path, "labels", f"{name}.npz")
+        try:
+            with np.load(path) as data:
+                matrix, labelled = data["matrix"], data["labelled"]
+        except Exception as error:  # zipfile, NumPy and OS errors alike: the file is damaged
+            raise StoreError(f"{path}: unreadable ({type(error).__name__}: {error}); {REPAIR_HINT}") from None
+        if matrix.shape != (self.n_records, len(info["classes"])) or labelled.shape != (self.n_records,):
+            raise StoreError(f"{path}: its arrays do not fit the store's {self.n_records} records; {REPAIR_HINT}")
+        return LabelSet(name, list(info["classes"]), matrix, labelled, info.get("names", {}))
+
+
+def check_file(path: str, expected: dict, content: bool = False) -> str | None:
+    """What is wrong with one file of a store against its recorded size (and hash), or None."""
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        size, want = os.path.getsize(path), int(expected["bytes"])
+    except (KeyError, TypeError, ValueError):
+        return "its recorded size is malformed"
+    if size != want:
+        return f"{size} bytes, {want} expected (truncated or replaced)"
+    if content and file_digest(path)["sha256"] != expected.get("sha256"):
+        return "content differs from its SHA-256 at prepare time"
+    return None
+
+
+def check_shard(folder: str, files: dict | None = None, content: bool = False) -> tuple[dict | None, str | None]:
+    """A shard folder's ``done.json`` and what is wrong with the shard (None when it is whole). ``files``:
+    the sizes and hashes to check against (the manifest's); by default those in ``done.json``."""
+    if not os.path.isdir(folder):
+        return None, "missing"
+    try:
+        with open(os.path.join(folder, "done.json"), encoding="utf-8") as handle:
+            done = json.load(handle)
+    except FileNotFoundError:
+        return None, "incomplete (no done.json)"
+    except (OSError, ValueError) as error:
+        return None, f"done.json is unreadable ({error})"
+    if not isinstance(done, dict):
+        return None, "done.json is malformed"
+    files = files if files is not None else done.get("files", {})
+    if not isinstance(files, dict):
+        return done, "done.json is malformed"
+    for name, expected in files.items():
+        problem = check_file(os.path.join(folder, name), expected, content)
+        if problem:
+            return done, f"{name}: {problem}"
+    return done, None
 
 
 def check_same_preprocessing(stores: list[Store]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from coreecg import __version__
@@ -23,8 +23,8 @@ from coreecg.evaluation.features import check_compatible, record_outputs
 from coreecg.files import write_atomically, write_json
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples
 from coreecg.preprocess import PrepConfig
-from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, read_model_config, saved_amplitude
-from coreecg.store import Store
+from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, load_weights, read_model_config, saved_settings
+from coreecg.store import EmptyStoreError, Store
 
 CLASSIFIER_FORMAT = "coreecg-classifier"
 
@@ -106,10 +106,19 @@ def save_classifier(
 def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClassifier:
     """The classifier in ``path`` (its folder, or a fine-tuning run folder holding ``classifier/``)."""
     folder, config = read_model_config(path, "classifier", CLASSIFIER_FORMAT, "coreecg classifier")
-    model = Classifier(ECGEncoder(EncoderConfig(**config["encoder"])), config["classes"])
-    model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)))
-    return SavedClassifier(model.to(device), PrepConfig.from_dict(config["preprocessing"]), config["crop_seconds"],
-                           saved_amplitude(folder, config), config)  # fmt: skip
+    settings = saved_settings(folder, config)
+    classes, thresholds, leads = config.get("classes"), config.get("thresholds"), config.get("leads")
+    where = os.path.join(folder, CONFIG)
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{where}: classes must be a non-empty list of names, got {classes!r}")
+    if not (isinstance(thresholds, list) and len(thresholds) == len(classes)
+            and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)):  # fmt: skip
+        raise ValueError(f"{where}: thresholds must be {len(classes)} numbers, one per class")
+    if leads is not None and not isinstance(leads, str):
+        raise ValueError(f"{where}: leads must be text such as 'I,II', got {leads!r}")
+    model = Classifier(ECGEncoder(settings.encoder), classes)
+    load_weights(folder, model)
+    return SavedClassifier(model.to(device), settings.preprocessing, settings.crop_seconds, settings.amplitude, config)
 
 
 def record_probabilities(
@@ -144,15 +153,28 @@ def prepare_folder(folder: str, preprocessing: PrepConfig, work: str, log: Calla
     from coreecg.readers import SOURCE_KINDS
 
     out = os.path.join(work, "store")
-    prepare_store(SOURCE_KINDS["wfdb"](folder), out, preprocessing, log=log)
+    try:
+        prepare_store(SOURCE_KINDS["wfdb"](folder), out, preprocessing, log=log)
+    except EmptyStoreError:
+        reasons = folder_rejects(out)
+        listed = "; ".join(f"{row.path}: {row.reason}" for row in reasons.head(3).itertuples())
+        more = f" and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+        raise ValueError(f"{folder}: no usable record ({listed}{more})") from None
+    for row in folder_rejects(out).itertuples():
+        log(f"skipped {row.path}: {row.reason}")
     return Store(out)
+
+
+def folder_rejects(store: str) -> pd.DataFrame:
+    """The records a store could not take, with why (``path``, ``reason``)."""
+    return pd.read_csv(os.path.join(store, "rejects.csv"), dtype=str, keep_default_na=False)
 
 
 def predict_folder(
     saved: SavedClassifier, folder: str, log: Callable[[str], None]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predictions for every usable record of a WFDB folder, and the records that could not be read (with why)."""
+    """Predictions for every usable record of a WFDB folder, and the records that could not be read (with why,
+    also logged)."""
     with tempfile.TemporaryDirectory(prefix="coreecg-predict-") as work:
         store = prepare_folder(folder, saved.preprocessing, work, log)
-        rejects = pd.read_csv(os.path.join(store.path, "rejects.csv"), dtype=str, keep_default_na=False)
-        return predict_store(saved, store), rejects
+        return predict_store(saved, store), folder_rejects(store.path)

@@ -6,6 +6,8 @@ precedence: built-in defaults < the objective preset < the YAML file < ``key=val
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from coreecg.config import ConfigError, apply_overrides, build, deep_merge, read_yaml
@@ -184,15 +186,24 @@ def _problems(config: PretrainConfig) -> list[str]:
         if not ok:
             out.append(text)
 
+    for section in (m, d, a, k, o, t, p):  # inf and NaN pass every "> 0" check below; no setting means them
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(
+                    f"{type(section).__name__.removesuffix('Section').lower()}.{f.name} must be finite, got {value}"
+                )
     need(m.preset in ENCODER_PRESETS, f"model.preset {m.preset!r} is not one of {', '.join(ENCODER_PRESETS)}")
     need(m.patch > 0, f"model.patch must be positive, got {m.patch}")
     for key in ("dim", "depth", "heads", "decoder_dim", "decoder_depth", "decoder_heads"):
         value = getattr(m, key)
         need(value is None or value > 0, f"model.{key} must be positive, got {value}")
     if m.preset in ENCODER_PRESETS:
-        enc, dec = m.encoder(), m.decoder()
-        need(enc.dim % enc.heads == 0, f"model.dim {enc.dim} is not divisible by model.heads {enc.heads}")
-        need(dec.dim % dec.heads == 0, f"model.decoder_dim {dec.dim} is not divisible by decoder_heads {dec.heads}")
+        for make in (m.encoder, m.decoder):
+            try:
+                make()
+            except ConfigError as error:
+                out.append(f"model: {error}")
     need(config.stores != [""] and all(config.stores), "data.store is required (a store folder, or a list)")
     need(d.crop_seconds > 0, f"data.crop_seconds must be positive, got {d.crop_seconds}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")

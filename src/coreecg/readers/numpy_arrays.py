@@ -15,7 +15,7 @@ import numpy as np
 from coreecg.leads import lead_index
 from coreecg.readers.base import Source, require_file
 from coreecg.readers.ptbxl import read_csv_rows
-from coreecg.record import RawRecord, RecordError, SourceError
+from coreecg.record import RATE_RANGE_HZ, RawRecord, RecordError, SourceError
 
 _META_COLUMNS = ("id", "patient_id", "fold", "split", "age", "sex")
 
@@ -34,18 +34,22 @@ class NumpySource(Source):
         self.path = require_file(path, "NumPy array file")
         if fs is None or leads is None:
             raise SourceError(f"{path}: a NumPy source needs its sampling rate (--fs) and lead names (--leads)")
+        if not (math.isfinite(fs) and RATE_RANGE_HZ[0] <= fs <= RATE_RANGE_HZ[1]):
+            raise SourceError(f"--fs {fs:g}: a sampling rate must be {RATE_RANGE_HZ[0]:g} to {RATE_RANGE_HZ[1]:g} Hz")
         try:
             array = np.load(path, mmap_mode="r")
         except (ValueError, OSError) as error:
             raise SourceError(f"{path}: not a readable .npy array ({error})") from None
+        if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
+            raise SourceError(f"{path}: not a readable .npy array (it is an .npz archive)")
         if array.ndim != 3:
             raise SourceError(f"{path}: expected an array of records × leads × time, got shape {array.shape}")
         if array.shape[1] != len(leads):
             raise SourceError(
                 f"{path}: the array has {array.shape[1]} leads per record but {len(leads)} lead names were given"
             )
-        if not np.issubdtype(array.dtype, np.number):
-            raise SourceError(f"{path}: array dtype {array.dtype} is not numeric")
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise SourceError(f"{path}: array dtype {array.dtype} is not real numbers")
         unknown = [name for name in leads if lead_index(name) is None]
         if len(unknown) == len(leads):
             raise SourceError(f"{path}: none of the lead names {leads} is a standard 12-lead name")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coreecg.record import RecordError
+from coreecg.record import RATE_RANGE_HZ, RecordError
 
 # format -> (bytes per sample, or None for packed formats; value that marks an invalid sample)
 _FORMATS: dict[int, tuple[float, int]] = {
@@ -30,6 +30,11 @@ _FORMATS: dict[int, tuple[float, int]] = {
     24: (3, -(2**23)),
     32: (4, -(2**31)),
 }
+MAX_SIGNALS = 1024
+# MAT v4 (what the PhysioNet/CinC challenges ship): 5 little-endian int32 (type, rows, columns,
+# imaginary flag, name length), the name, then the matrix column by column (= samples interleaved).
+_MAT_HEADER_BYTES = 20
+_MAT_PRECISION = {16: 3, 32: 2}  # WFDB format -> MAT v4 precision digit (3 int16, 2 int32)
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 _SIGNAL_FORMAT = re.compile(r"^(\d+)(?:x(\d+))?(?::(-?\d+))?(?:\+(\d+))?$")
 _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\((-?\d+)\))?(?:/(.+))?$")
@@ -87,8 +92,13 @@ def parse_header(path: str) -> Header:
     n_signals = _number(fields[1], path, "signal count", int)
     fs = _number(fields[2].split("/")[0].split("(")[0], path, "sampling rate") if len(fields) > 2 else 250.0
     n_samples = _number(fields[3], path, "sample count", int) if len(fields) > 3 else None
-    if n_signals <= 0:
-        raise RecordError(path, f"header declares {n_signals} signals")
+    if not 0 < n_signals <= MAX_SIGNALS:
+        raise RecordError(path, f"header declares {n_signals} signals (expected 1 to {MAX_SIGNALS})")
+    if not (math.isfinite(fs) and RATE_RANGE_HZ[0] <= fs <= RATE_RANGE_HZ[1]):
+        low, high = RATE_RANGE_HZ
+        raise RecordError(path, f"header declares a sampling rate of {fs:g} Hz (expected {low:g} to {high:g} Hz)")
+    if n_samples is not None and n_samples < 0:
+        raise RecordError(path, f"header declares {n_samples} samples")
     if len(lines) - 1 < n_signals:
         raise RecordError(
             path, f"header declares {n_signals} signals but has {len(lines) - 1} signal lines (truncated?)"
@@ -130,6 +140,7 @@ def _parse_signal_line(line: str, path: str, index: int) -> SignalSpec:
         gain = 200.0  # WFDB: a zero gain means "uncalibrated, use the default"
     if not math.isfinite(gain):
         raise RecordError(path, f"{where}: gain {fields[2]!r} is not finite")
+    _check_file_name(fields[0], path, where)
     return SignalSpec(
         file_name=fields[0],
         fmt=fmt,
@@ -141,6 +152,47 @@ def _parse_signal_line(line: str, path: str, index: int) -> SignalSpec:
         initial_value=initial,
         name=name,
     )
+
+
+def _check_file_name(name: str, path: str, where: str) -> None:
+    """A signal file must sit beside its header: a header cannot make the reader open anything else."""
+    if name in ("", ".", "..", "-") or "/" in name or "\\" in name or os.path.isabs(name) or "\0" in name:
+        raise RecordError(path, f"{where}: signal file {name!r} is not a file name in the record's folder "
+                                "(paths and '-' are refused: the signal file must sit beside the header)")  # fmt: skip
+
+
+def _check_mat_v4(file_path: str, fmt: int, offset: int, n_signals: int, n_samples: int | None, size: int) -> None:
+    """A ``.mat`` signal file must be MAT v4 holding one real matrix ``val`` of these signals, as CinC ships."""
+    with open(file_path, "rb") as handle:
+        head = handle.read(_MAT_HEADER_BYTES + 64)
+    if head.startswith(b"MATLAB"):
+        raise RecordError(file_path, "a MAT v5/v7 file; only MAT v4 files holding 'val' are read (save with -v4)")
+    if len(head) < _MAT_HEADER_BYTES:
+        raise RecordError(file_path, f"not a MAT v4 file ({size} bytes, shorter than its header)")
+    kind, rows, columns, imaginary, name_length = np.frombuffer(head[:_MAT_HEADER_BYTES], dtype="<i4").tolist()
+    byte_order, zero, precision, matrix_type = kind // 1000, kind // 100 % 10, kind // 10 % 10, kind % 10
+    if not 0 <= kind < 5000 or zero != 0 or precision > 5 or matrix_type > 2:
+        raise RecordError(file_path, f"not a little-endian MAT v4 numeric matrix (type field {kind})")
+    if byte_order != 0:
+        raise RecordError(file_path, "a big-endian MAT v4 file; only little-endian ones are read")
+    if matrix_type != 0:
+        raise RecordError(file_path, "the MAT v4 matrix is text or sparse, not numeric")
+    if imaginary != 0:
+        raise RecordError(file_path, "the MAT v4 matrix is complex; an ECG is real")
+    if precision != _MAT_PRECISION.get(fmt):
+        names = ("double", "single", "int32", "int16", "uint16", "uint8")
+        raise RecordError(
+            file_path, f"the MAT v4 matrix holds {names[precision]}, which does not hold WFDB format {fmt} samples"
+        )
+    name = head[_MAT_HEADER_BYTES : _MAT_HEADER_BYTES + max(name_length - 1, 0)]
+    if not 1 <= name_length <= 64 or name != b"val":
+        raise RecordError(file_path, f"the MAT v4 file holds {name!r}, not the matrix 'val'")
+    if offset != _MAT_HEADER_BYTES + name_length:
+        raise RecordError(file_path, f"the header's byte offset {offset} is not where 'val' starts "
+                                     f"({_MAT_HEADER_BYTES + name_length})")  # fmt: skip
+    if rows != n_signals or (n_samples is not None and columns != n_samples):
+        raise RecordError(file_path, f"'val' is {rows} × {columns}, the header declares {n_signals} signals × "
+                                     f"{n_samples} samples")  # fmt: skip
 
 
 def _decode(raw: np.ndarray, fmt: int, n_values: int) -> np.ndarray:
@@ -192,22 +244,32 @@ def read_signals(header: Header) -> tuple[np.ndarray, list[str]]:
         if any(s.fmt != fmt or s.byte_offset != offset for s in specs):
             raise RecordError(header.path, f"signals in {file_name} mix formats or byte offsets")
         file_path = os.path.join(directory, file_name)
+        if file_name == header.record_name and not os.path.exists(file_path) and os.path.isfile(file_path + ".mat"):
+            file_name, file_path = file_name + ".mat", file_path + ".mat"  # CinC 2021's reduced-lead headers drop it
         try:
-            raw = np.fromfile(file_path, dtype=np.uint8, offset=offset)
+            size = os.path.getsize(file_path)
         except FileNotFoundError:
             raise RecordError(file_path, "signal file named in the header does not exist") from None
-        except (OSError, ValueError) as error:
-            raise RecordError(file_path, f"cannot read signal file: {error}") from None
+        except OSError as error:
+            raise RecordError(file_path, f"cannot read signal file: {error.strerror or error}") from None
+        if file_name.casefold().endswith(".mat"):  # the container first: its problem is the one worth naming
+            _check_mat_v4(file_path, fmt, offset, len(members), n_samples, size)
+        if offset > size:
+            raise RecordError(
+                file_path, f"the header's byte offset {offset} is beyond the end of the file ({size} bytes)"
+            )
         bytes_per_sample = _FORMATS[fmt][0]
-        available = int(raw.size // (bytes_per_sample * len(members)))
+        available = int((size - offset) // (bytes_per_sample * len(members)))
         if n_samples is None:
             n_samples = available
-        elif available < n_samples:
+        elif available < n_samples:  # checked before reading, so a header cannot make the reader allocate
             needed = offset + math.ceil(n_samples * len(members) * bytes_per_sample)
-            raise RecordError(
-                file_path,
-                f"signal file is truncated: {raw.size + offset} bytes, the header needs {needed}",
-            )
+            raise RecordError(file_path, f"signal file is truncated: {size} bytes, the header needs {needed}")
+        try:
+            raw = np.fromfile(file_path, dtype=np.uint8, offset=offset,
+                              count=math.ceil(n_samples * len(members) * bytes_per_sample))  # fmt: skip
+        except (OSError, ValueError) as error:
+            raise RecordError(file_path, f"cannot read signal file: {error}") from None
         values = _decode(raw, fmt, n_samples * len(members)).reshape(n_samples, len(members))
         for column, i in enumerate(members):
             digital[i] = values[:, column]
