@@ -375,3 +375,63 @@ def test_embedding_a_folder_without_a_usable_record_names_the_folder_and_the_rea
     _wfdb_record(folder, name="good")
     assert main(["embed", "--encoder", str(saved_encoder), "--wfdb", str(folder), "--out", str(tmp_path / "e")]) == 0
     assert "skipped " in capsys.readouterr().err  # the unusable record is listed, with its reason
+
+
+# -- run and benchmark folders ---------------------------------------------------------------------------
+
+
+def test_damaged_benchmark_cells_are_named_and_computed_again(tmp_path, capsys):
+    out = tmp_path / "probe"
+    args = ["probe", "--random-init", "cpu", "--store", str(_synthetic(tmp_path)), "--task", "condition",
+            "--train", "1-8", "--val", "9", "--bootstrap", "20", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+    (cell,) = sorted((out / "cells").glob("*.npz"))
+    cell.write_bytes(cell.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init"]) == 2
+    assert f"{cell}: unreadable (BadZipFile" in capsys.readouterr().err
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 2
+    assert f"{cell}: unreadable" in capsys.readouterr().err
+    assert main(args) == 0  # the damaged cell is computed again, to the same figures
+    assert "computing the cell again" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["aggregate"] == first["aggregate"]
+    (out / "results.json").write_text('{"cells": ')
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 2
+    assert f"{out}/results.json: not valid JSON" in capsys.readouterr().err
+
+
+def _synthetic(tmp_path: Path) -> Path:
+    store = tmp_path / "synthetic"
+    if not store.exists():
+        assert main(["prepare", "synthetic", "--records", "60", "--fs", "100", "--out", str(store)]) == 0
+    return store
+
+
+def test_damaged_run_folders_are_named_by_report(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: [unclosed\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}/config.yaml: not valid YAML" in err and err.count("\n") == 1
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"loss": 1}\n{"step": 3,\n')
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    assert f"{run}/metrics.jsonl line 2: not a metrics row" in capsys.readouterr().err
+
+
+def test_an_unforeseen_failure_is_one_line_that_says_it_is_a_bug(monkeypatch, tmp_path, capsys):
+    import coreecg.cli as cli
+
+    def broken(args):
+        raise KeyError("something nobody foresaw")
+
+    monkeypatch.setattr(cli, "run_inspect", broken)
+    assert main(["inspect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (KeyError" in err and "COREECG_TRACEBACK=1" in err
+    monkeypatch.setenv("COREECG_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        main(["inspect", str(tmp_path)])

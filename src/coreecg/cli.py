@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (SourceError, StoreError, TrainingError, ValueError, OSError) as error:
-        print(f"coreecg {args.command}: error: {error}", file=sys.stderr)
+        print(f"coreecg {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = {"prepare": "finished shards are kept", "pretrain": "the last checkpoint is kept",
@@ -269,6 +269,17 @@ def main(argv: list[str] | None = None) -> int:
                 "finetune": "finished cells are kept"}.get(args.command, "nothing was written")  # fmt: skip
         print(f"coreecg {args.command}: interrupted; {kept}, re-run to resume", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not bad input: one line that says so; COREECG_TRACEBACK=1 shows where
+        if os.environ.get("COREECG_TRACEBACK"):
+            raise
+        print(f"coreecg {args.command}: internal error ({type(error).__name__}: {_one_line(error)}); this is a bug "
+              "in coreecg, please report it with the output of the same command run with COREECG_TRACEBACK=1",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

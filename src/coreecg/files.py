@@ -36,6 +36,16 @@ def file_digest(path: str) -> dict:
     return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
+def read_json(path: str):
+    """A JSON file's content; ``ValueError`` naming the file when it is not JSON (a missing file stays an
+    ``OSError``, which names it too)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (ValueError, RecursionError) as error:  # JSON and text-encoding errors alike
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
 def write_json(path: str, data, sort_keys: bool = False) -> None:
     def write(temp: str) -> None:
         with open(temp, "w", encoding="utf-8") as handle:

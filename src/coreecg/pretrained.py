@@ -8,7 +8,6 @@ band-pass, lead mapping, load-time normalization), so users never re-implement i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from coreecg import __version__
 from coreecg.config import ConfigError, build
 from coreecg.dataset import PER_RECORD, Amplitude, normalize_crops, window_starts, windows_to_cover
 from coreecg.errors import first_line
-from coreecg.files import write_atomically, write_json
+from coreecg.files import read_json, write_atomically, write_json
 from coreecg.leads import CANONICAL_LEADS
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples, evaluating
 from coreecg.preprocess import PrepConfig, prepare_record
@@ -175,12 +174,9 @@ def read_model_config(path: str, subfolder: str, expected_format: str, what: str
         folder = os.path.join(path, subfolder)
     config_path = os.path.join(folder, CONFIG)
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
+        config = read_json(config_path)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: no {what} here (expected {CONFIG} and {WEIGHTS})") from error
-    except (ValueError, RecursionError) as error:  # JSON and text-encoding errors alike
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != expected_format:
         found = config.get("format") if isinstance(config, dict) else None
         raise ValueError(f"{config_path}: not a {what} (format {found!r}, expected {expected_format!r})")

@@ -3,9 +3,11 @@
 Each grid cell (one method, protocol, lead set, task, fraction and seed) is fitted on train,
 chosen on validation, and scored on validation (and once on test, if a test part is named). A
 finished cell is a JSON file plus its probabilities under ``OUT/cells/``; a re-run skips it, so an
-interrupted benchmark resumes where it stopped. Pretraining runs named by a method are trained
-once under ``OUT/pretrain/`` (resumed if interrupted) and shared by every method that names the
-same config and overrides. Embeddings for probes are computed once per encoder and lead set.
+interrupted benchmark resumes where it stopped, and computes again a cell whose files are damaged.
+``read_cell`` is the one reader of those files: report and compare name a damaged one. Pretraining
+runs named by a method are trained once under ``OUT/pretrain/`` (resumed if interrupted) and shared
+by every method that names the same config and overrides. Embeddings for probes are computed once
+per encoder and lead set.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from coreecg.evaluation.outcome import Outcome, summarize
 from coreecg.evaluation.probe import DEFAULT_CS, probe_selection
 from coreecg.evaluation.selection import Selection, select
 from coreecg.evaluation.tables import write_tables
-from coreecg.files import write_atomically, write_json
+from coreecg.files import read_json, write_atomically, write_json
 from coreecg.leads import parse_lead_list
 from coreecg.metrics import bootstrap_intervals
 from coreecg.model import EMBEDDING_FEATURES
@@ -154,6 +156,33 @@ class Cell:
         return f"{self.method}__{self.protocol}__{self.lead_set}__{self.task}__f{self.fraction:g}__s{self.seed}"
 
 
+CELL_ARRAYS = ("val_rows", "val", "thresholds")
+
+
+def read_cell(folder: str, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A finished cell's summary and arrays from ``folder/cells/``, checked; ``ValueError`` naming the damaged
+    file otherwise."""
+    base = os.path.join(folder, "cells", name)
+    summary = read_json(base + ".json")
+    try:
+        Cell(**summary["cell"])
+        for part in [p for p in ("val", "test") if p in summary]:
+            [float(summary[part][metric]) for metric in ("auroc", "auprc", "f1")]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{base}.json: not a benchmark cell summary ({type(error).__name__}: {error})") from None
+    try:
+        with np.load(base + ".npz") as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ValueError(f"{base}.npz: missing (the cell's probabilities)") from None
+    except Exception as error:  # zipfile, NumPy and OS errors alike: the file is damaged
+        raise ValueError(f"{base}.npz: unreadable ({type(error).__name__}: {error})") from None
+    missing = [key for key in CELL_ARRAYS if key not in arrays]
+    if missing or len(arrays["val_rows"]) != len(arrays["val"]):
+        raise ValueError(f"{base}.npz: not a cell's probabilities (lacks {missing} or its rows do not match)")
+    return summary, arrays
+
+
 def grid(config: BenchmarkConfig) -> list[Cell]:
     """Every cell, in the order they run (cheap probes before fine-tuning)."""
     cells = []
@@ -263,8 +292,12 @@ class Benchmark:
         for i, cell in enumerate(cells, 1):
             path = os.path.join(self.out, "cells", cell.name + ".json")
             if os.path.isfile(path):
-                done += 1
-                continue
+                try:
+                    read_cell(self.out, cell.name)
+                    done += 1
+                    continue
+                except ValueError as error:
+                    self.log(f"{error}; computing the cell again")
             start = time.perf_counter()
             self.log(f"[{i}/{len(cells)}] {cell.row} | {cell.column} | seed {cell.seed}")
             summary = self.run_cell(cell)
@@ -277,8 +310,7 @@ class Benchmark:
         results = {"config": to_dict(self.config), "store": self.store.path, "cells": {}, "aggregate": {}}
         groups: dict[tuple[str, str], list[Cell]] = {}
         for cell in cells:
-            with open(os.path.join(self.out, "cells", cell.name + ".json"), encoding="utf-8") as handle:
-                results["cells"][cell.name] = json.load(handle)
+            results["cells"][cell.name] = read_cell(self.out, cell.name)[0]
             groups.setdefault((cell.row, cell.column), []).append(cell)
         for (row, column), members in groups.items():
             results["aggregate"].setdefault(row, {})[column] = self.aggregate(members, results["cells"])
@@ -290,7 +322,7 @@ class Benchmark:
         """Mean ± std over seeds of each macro metric, and bootstrap CIs of the seed mean (paired records)."""
         out = {"seeds": [c.seed for c in members], "classes_excluded": summaries[members[0].name]["val"]["excluded"]}
         parts = ["val"] + (["test"] if self.config.test is not None else [])
-        arrays = [dict(np.load(os.path.join(self.out, "cells", c.name + ".npz"))) for c in members]
+        arrays = [read_cell(self.out, c.name)[1] for c in members]
         matrix = self.store.label_set(members[0].task).matrix
         for part in parts:
             labels = matrix[arrays[0][f"{part}_rows"]]  # every seed is scored on the same records
@@ -383,8 +415,9 @@ def run_benchmark(config: BenchmarkConfig, out: str, log: Callable[[str], None] 
     config_path = os.path.join(out, "config.json")
     settings = to_dict(config) | {"encoders": encoder_identities(config)}
     if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as handle:
-            old = json.load(handle)
+        old = read_json(config_path)
+        if not isinstance(old, dict):
+            raise ValueError(f"{config_path}: not a benchmark's settings")
         old.setdefault("probe", {}).setdefault("features", FEATURES_BEFORE_THE_SETTING)
         changed = changes_that_stale_cells(old, settings)
         if changed:

@@ -12,13 +12,13 @@ records of the same store; anything else is refused with the reason.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from coreecg.evaluation.benchmark import ROW_SEPARATOR, Cell
+from coreecg.evaluation.benchmark import ROW_SEPARATOR, Cell, read_cell
+from coreecg.files import read_json
 from coreecg.metrics import PairedDifference, paired_bootstrap_difference
 from coreecg.store import Store
 
@@ -51,7 +51,10 @@ def read_results(run: str) -> dict:
     """
     path = os.path.join(run, "results.json")
     if os.path.isfile(path):
-        return _read_json(path)
+        results = read_json(path)
+        if not (isinstance(results, dict) and isinstance(results.get("cells"), dict) and "store" in results):
+            raise ValueError(f"{path}: not a benchmark's results (no store or cells)")
+        return results
     config_path, cells_dir = os.path.join(run, "config.json"), os.path.join(run, "cells")
     names = []
     if os.path.isdir(cells_dir):
@@ -59,16 +62,10 @@ def read_results(run: str) -> dict:
     if not os.path.isfile(config_path) or not names:
         raise ValueError(f"{run}: no results.json and no finished cell (not a benchmark folder, or no cell of it "
                          "has finished)")  # fmt: skip
-    store = _read_json(config_path)["store"]
-    return {"store": store, "cells": {name: _read_json(os.path.join(cells_dir, name + ".json")) for name in names}}
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    settings = read_json(config_path)
+    if not isinstance(settings, dict) or not isinstance(settings.get("store"), str):
+        raise ValueError(f"{config_path}: not a benchmark's settings (no store)")
+    return {"store": settings["store"], "cells": {name: read_cell(run, name)[0] for name in names}}
 
 
 def find_row(run: str, wanted: str) -> BenchmarkRow:
@@ -76,7 +73,10 @@ def find_row(run: str, wanted: str) -> BenchmarkRow:
     results = read_results(run)
     by_row: dict[str, dict[str, list[dict]]] = {}
     for name, summary in results["cells"].items():
-        cell = Cell(**summary["cell"])
+        try:
+            cell = Cell(**summary["cell"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{run}: cell {name!r} of its results is malformed ({error})") from None
         by_row.setdefault(cell.row, {}).setdefault(cell.column, []).append({**summary, "name": name})
     rows = list(by_row)
     matches = [row for row in rows if row == wanted]
@@ -92,15 +92,16 @@ def _load_cells(row: BenchmarkRow, column: str) -> tuple[np.ndarray, list[np.nda
     """The validation rows (shared by every seed) and each seed's probabilities and thresholds."""
     rows, probabilities, thresholds = None, [], []
     for summary in row.cells[column]:
-        path = os.path.join(row.run, "cells", summary["name"] + ".npz")
-        if not os.path.isfile(path):
-            raise ValueError(f"{path}: missing (the cell's probabilities); re-run the benchmark to rebuild it")
-        with np.load(path) as arrays:
-            if rows is not None and not np.array_equal(rows, arrays["val_rows"]):
-                raise ValueError(f"{path}: scored other validation records than the row's other seeds")
-            rows = arrays["val_rows"]
-            probabilities.append(arrays["val"])
-            thresholds.append(arrays["thresholds"])
+        try:
+            _, arrays = read_cell(row.run, summary["name"])
+        except ValueError as error:
+            raise ValueError(f"{error}; re-run the benchmark to rebuild it") from None
+        if rows is not None and not np.array_equal(rows, arrays["val_rows"]):
+            path = os.path.join(row.run, "cells", summary["name"] + ".npz")
+            raise ValueError(f"{path}: scored other validation records than the row's other seeds")
+        rows = arrays["val_rows"]
+        probabilities.append(arrays["val"])
+        thresholds.append(arrays["thresholds"])
     return rows, probabilities, thresholds
 
 

@@ -459,11 +459,28 @@ def _tensorboard(run_dir: str):
     return SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
 
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a run's metrics.jsonl, each a mapping with an integer ``step``; ``ValueError`` naming the
+    file and line otherwise."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as error:
+                raise ValueError(f"{path} line {number}: not JSON ({error})") from None
+            if not isinstance(row, dict) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
+                raise ValueError(f"{path} line {number}: not a metrics row (a mapping with an integer 'step')")
+            rows.append(row)
+    return rows
+
+
 def _drop_metrics_after(path: str, step: int) -> None:
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+    kept = [json.dumps(row) + "\n" for row in read_metrics(path) if row["step"] <= step]
     write_text(path, "".join(kept))
 
 

@@ -8,21 +8,21 @@ its own pretraining runs under ``pretrain/``).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import yaml
 
+from coreecg.config import read_yaml
 from coreecg.dataset import StoreDataset
-from coreecg.evaluation.benchmark import Cell
+from coreecg.evaluation.benchmark import Cell, read_cell
+from coreecg.evaluation.compare import read_results
 from coreecg.evaluation.features import record_embeddings
 from coreecg.losses import target_statistics
 from coreecg.model import patchify
 from coreecg.pretrain.config import resolve
-from coreecg.pretrain.loop import CHECKPOINT, PICKLED_CHECKPOINT
+from coreecg.pretrain.loop import CHECKPOINT, PICKLED_CHECKPOINT, read_metrics
 from coreecg.pretrain.objective import CoReECG, make_views
 from coreecg.pretrained import load_encoder
 from coreecg.state_file import CONTENT_ERRORS, load_state, refuse_pickled, unusable
@@ -59,18 +59,20 @@ def find_runs(folder: str) -> Runs:
 
 
 def training_rows(run: str) -> list[dict]:
-    with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_metrics(os.path.join(run, "metrics.jsonl"))
 
 
 def run_config(run: str) -> dict:
-    with open(os.path.join(run, "config.yaml"), encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    return read_yaml(os.path.join(run, "config.yaml"))
 
 
 def evaluation_store(config: dict) -> Store:
-    store = config["data"]["store"]
-    return Store(store[0] if isinstance(store, list) else store)
+    store = config.get("data", {}).get("store") if isinstance(config.get("data"), dict) else None
+    if isinstance(store, list) and store:
+        store = store[0]
+    if not isinstance(store, str) or not store:
+        raise ValueError("the run's config names no store (data.store)")
+    return Store(store)
 
 
 def _eval_split(store: Store) -> list[str]:
@@ -158,8 +160,7 @@ def embedding_points(run: str, label_set: str | None = None, max_records: int = 
 
 def benchmark_roc_data(benchmark: str) -> list[dict]:
     """For each task, at its largest label fraction: validation labels and each row's seed-0 probabilities."""
-    with open(os.path.join(benchmark, "results.json"), encoding="utf-8") as handle:
-        results = json.load(handle)
+    results = read_results(benchmark)
     store = Store(results["store"])
     cells = [Cell(**cell["cell"]) for cell in results["cells"].values()]
     first_seed = min(c.seed for c in cells)
@@ -169,8 +170,8 @@ def benchmark_roc_data(benchmark: str) -> list[dict]:
         scores, rows = {}, None
         for c in cells:
             if (c.task, c.fraction, c.seed) == (task, largest, first_seed):
-                with np.load(os.path.join(benchmark, "cells", c.name + ".npz")) as data:
-                    scores[c.row], rows = data["val"], data["val_rows"]
+                arrays = read_cell(benchmark, c.name)[1]
+                scores[c.row], rows = arrays["val"], arrays["val_rows"]
         labels = store.label_set(task)
         out.append({"task": task, "fraction": largest, "classes": labels.classes, "labels": labels.matrix[rows],
                     "scores": scores})  # fmt: skip

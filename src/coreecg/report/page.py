@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 import time
 from collections.abc import Callable
@@ -79,8 +78,9 @@ def _pretraining_section(run: str, label_set: str | None, log: Callable[[str], N
 
 
 def _benchmark_section(benchmark: str, log: Callable[[str], None]) -> list[str]:
-    with open(os.path.join(benchmark, "results.json"), encoding="utf-8") as handle:
-        results = json.load(handle)
+    results = collect.read_results(benchmark)
+    if not isinstance(results.get("aggregate"), dict) or not isinstance(results.get("config"), dict):
+        raise ValueError(f"{os.path.join(benchmark, 'results.json')}: not a finished benchmark's results")
     parts = [f"<h2>Evaluation: {html.escape(os.path.basename(os.path.abspath(benchmark)))}</h2>",
              f"<p class='meta'>Store {html.escape(results['store'])}. Macro AUROC, mean ± std over seeds; "
              "bootstrap 95 % CI of the seed mean; selection (C, checkpoint, thresholds) on validation only.</p>",
