@@ -5,12 +5,14 @@ Each property states what must hold whatever the bytes: a record is either prepa
 ECG or rejected with a reason naming its file (never another exception, which on the command line is
 a traceback); records in = stored + rejected; a model folder either loads with finite weights or is
 refused with its file named; a store either reads or names the damaged file. Seeded (``derandomize``)
-and bounded, so the suite is the same on every run and takes well under a minute.
+and bounded, so the suite is the same on every run and takes well under a minute. A deeper, random
+campaign: ``COREECG_FUZZ_SCALE=20 COREECG_FUZZ_SEED=random pytest tests/test_fuzz.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,8 +29,15 @@ from coreecg.record import RecordError
 from coreecg.store import Store, StoreError
 from tests.conftest import CINC, PTBXL
 
-FUZZ = settings(derandomize=True, max_examples=300, deadline=None, database=None, phases=[Phase.generate, Phase.shrink],
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+SCALE = int(os.environ.get("COREECG_FUZZ_SCALE", "1"))
+FUZZ = settings(
+    derandomize=os.environ.get("COREECG_FUZZ_SEED") != "random",
+    max_examples=300 * SCALE,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 RECORD = PTBXL / "records100" / "00000" / "00001_lr"
 CPSC = CINC / "CPSC_CPSC-Extra" / "A0001"
 CONFIG = PrepConfig()
@@ -122,7 +131,7 @@ def test_mutated_cinc_headers_and_mat_files_are_stored_sanely_or_rejected_with_a
     _is_clean_outcome(source, "A0001", folder)
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=40 * SCALE)
 @given(data=st.data())
 def test_a_folder_of_damaged_records_is_fully_accounted_for(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("mixed")
@@ -159,7 +168,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=60 * SCALE)
 @given(data=st.data())
 def test_mutated_encoder_folders_load_with_finite_weights_or_are_refused_naming_the_file(
     encoder_folder, tmp_path_factory, data
@@ -191,7 +200,7 @@ def small_store(tmp_path_factory) -> Path:
     return out
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=60 * SCALE)
 @given(data=st.data())
 def test_damaged_stores_read_correctly_or_name_the_damaged_file(small_store, tmp_path_factory, data):
     out = tmp_path_factory.mktemp("damaged") / "store"
