@@ -136,7 +136,7 @@ class PlainCoReECG(nn.Module):
     def like(cls, config) -> PlainCoReECG:
         """The reference for a coreecg ``PretrainConfig`` (full objective only)."""
         o = config.objective
-        if not (o.contrastive and o.reconstruct and o.align) or o.target_kind != "patch":
+        if not (o.contrastive and o.reconstruct and o.align) or o.target != "patch":
             raise ValueError("the reference implements the full objective with per-patch targets only")
         m = config.model
         return cls(m.encoder(), m.decoder(), m.projection_hidden, m.projection_dim, o.lambda_con, o.temperature,

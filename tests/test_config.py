@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coreecg.config import ConfigError
 from coreecg.pretrain.config import OBJECTIVE_PRESETS, PretrainConfig, load_pretrain_config, resolve
@@ -69,7 +70,9 @@ def test_overrides_parse_as_yaml(tmp_path):
 
 
 def test_model_preset_sizes():
-    tiny = resolve({"data": {"store": "s"}}).model.encoder()
+    default = resolve({"data": {"store": "s"}}).model.encoder()
+    assert (default.dim, default.depth, default.heads, default.amplitude_token) == (128, 4, 4, True)  # the protocol's
+    tiny = resolve({"data": {"store": "s"}, "model": {"preset": "tiny"}}).model.encoder()
     assert (tiny.dim, tiny.depth, tiny.heads) == (192, 6, 3)
     custom = resolve({"data": {"store": "s"}, "model": {"preset": "small", "depth": 4}}).model.encoder()
     assert (custom.dim, custom.depth, custom.heads) == (384, 4, 6)
@@ -85,9 +88,18 @@ def _all_keys(cls, prefix: str = "") -> list[str]:
     return keys
 
 
-def test_every_key_is_documented():
-    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", (ROOT / "docs/configuration.md").read_text(), re.M))
+def test_every_key_is_documented_with_its_default():
+    text = (ROOT / "docs/configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \|", text, re.M))
     keys = set(_all_keys(PretrainConfig))
+    defaults = dataclasses.asdict(PretrainConfig())
+    for key, shown in re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \| `([^`]+)` \|", text, re.M):
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        parsed = yaml.safe_load(shown)
+        parsed = float(parsed) if isinstance(value, float) and isinstance(parsed, str) else parsed  # YAML 1.1: 1e-3
+        assert parsed == value, f"docs/configuration.md shows {key} = {shown}, the code has {value!r}"
     assert len(keys) > 40
     assert keys - documented == set(), "keys missing from docs/configuration.md"
     assert documented - keys == set(), "docs/configuration.md documents keys that do not exist"
@@ -116,7 +128,7 @@ def test_repository_benchmark_configs_load():
     from coreecg.evaluation.benchmark import grid, load_benchmark_config
     from coreecg.pretrain.config import load_pretrain_config
 
-    for path in sorted((ROOT / "configs/benchmark").glob("*.yaml")):
+    for path in sorted([*(ROOT / "configs/benchmark").glob("*.yaml"), *(ROOT / "experiments").glob("*/*.yaml")]):
         config = load_benchmark_config(str(path), ["store=somewhere"])
         assert config.test is None, f"{path.name}: the test part must stay unset in the repository"
         assert grid(config)
@@ -126,3 +138,10 @@ def test_repository_benchmark_configs_load():
                     str(ROOT / method.pretrain), [*method.overrides, "data.store=somewhere"]
                 )
                 assert pretrain.train.steps > 0, f"{path.name}: {name}"
+
+
+def test_the_cpu_preset_is_the_default_method_plus_its_online_probe():
+    preset = dataclasses.asdict(load_pretrain_config(str(ROOT / "configs/pretrain/cpu.yaml"), ["data.store=s"]))
+    default = dataclasses.asdict(resolve({"data": {"store": "s"}}))
+    assert preset["probe"].pop("label_set") == "super_class" and default["probe"].pop("label_set") is None
+    assert preset == default

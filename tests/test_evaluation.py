@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 
 from coreecg import cli_transfer
 from coreecg.cli import main
-from coreecg.config import without_unset
 from coreecg.dataset import Amplitude
 from coreecg.evaluation.benchmark import (
     MethodSpec,
@@ -446,16 +445,12 @@ def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tm
         run_benchmark(load_benchmark_config(str(path)), str(tmp_path / "out"), log=quiet)
 
 
-def test_a_pretraining_key_names_what_was_set_and_ignores_options_left_unset(tmp_path):
+def test_a_pretraining_key_names_the_resolved_config(tmp_path):
     pretrain_yaml = tmp_path / "cpu.yaml"
     pretrain_yaml.write_text("model: {preset: cpu}\ntrain: {steps: 5, warmup_steps: 1}\n")
     method = MethodSpec(pretrain=str(pretrain_yaml))
     resolved = pretraining_config(method, "/stores/x")
     key = pretrain_key(method, resolved)
-    # An option added later defaults to None (the behaviour before it existed): earlier runs keep their key.
-    assert without_unset({"a": 1, "b": None, "c": {"d": None, "e": [None]}}) == {"a": 1, "c": {"e": [None]}}
-    assert "scale_mv" not in json.dumps(without_unset(dataclasses.asdict(resolved)))
-    assert "amplitude_kept" not in json.dumps(without_unset(dataclasses.asdict(resolved)))
     fixed = dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, scale_mv=0.18))
     assert pretrain_key(method, fixed) != key and pretrain_key(method, pretraining_config(method, "/stores/x")) == key
     assert key.startswith("cpu-") and pretrain_key(method, pretraining_config(method, "/stores/y")) != key
@@ -479,20 +474,18 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
         load_benchmark_config(str(_write_benchmark(tmp_path, str(ptbxl_store))), ["probe.features=mean"])
 
 
-def test_a_run_folder_from_before_probe_features_resumes_as_g_alone(ptbxl_store, tmp_path):
+def test_a_benchmark_folder_of_another_settings_schema_is_refused_saying_what_changed(ptbxl_store, tmp_path):
     methods = {"random-init": {"random_init": "cpu", "crop_seconds": 2.5}}
     path = _write_benchmark(tmp_path, str(ptbxl_store), fractions=[1.0], seeds=[0], lead_sets={"all": "all"},
                             methods=methods, test=None)  # fmt: skip
     out = tmp_path / "out"
     run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=quiet)
     saved = json.loads((out / "config.json").read_text())
-    del saved["probe"]["features"]  # as written before the setting existed
+    del saved["schema"]  # as written by schema 1
     (out / "config.json").write_text(json.dumps(saved))
-    messages: list[str] = []
-    run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=messages.append)
-    assert any("1 of 1 cells were already finished" in m for m in messages)
-    with pytest.raises(ValueError, match=r"probe\.features: 'g' -> 'g\+time\+change'"):
-        run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)  # the default: g+time+change
+    with pytest.raises(ValueError, match=r"config\.json was written under settings schema 1, this coreecg reads "
+                       r"schema 2 \(schema 2 made the PTB-XL protocol the defaults"):  # fmt: skip
+        run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=quiet)
 
 
 def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Preprocessing (DESIGN §1.1) on synthetic signals where the right answer is known."""
+"""Preprocessing (docs/method.md §1) on synthetic signals where the right answer is known."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from coreecg.version import __version__
+
+__all__ = ["__version__", "load_encoder"]
 
 
 def load_encoder(path: str, device: str = "cpu"):

@@ -69,7 +69,7 @@ def frequency_dynamic_augmentation(
     smooth_bins: int = 0,
     phase_scale: float = 1.0,
 ) -> torch.Tensor:
-    """FDA (DESIGN §1.3): perturb each frequency bin in proportion to how unimportant it is.
+    """FDA (docs/method.md §3): perturb each frequency bin in proportion to how unimportant it is.
 
     Per sample a strength ``s ~ U(0, strength_max)`` (or the given ``strength``, shape B). Bin k gets
     gain ``max(0, 1 + s·(1 − w_k)·ε_k)``, phase shift ``phase_scale·s·(1 − w_k)·π·δ_k`` and is

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-from coreecg import __version__
 from coreecg.cli_transfer import add_transfer_commands
 from coreecg.errors import TrainingError
 from coreecg.preprocess import PrepConfig
@@ -15,6 +14,7 @@ from coreecg.readers import SOURCE_KINDS
 from coreecg.readers.base import Source
 from coreecg.record import SourceError
 from coreecg.store import Store, StoreError
+from coreecg.version import __version__
 
 # Positional key=value lists of the commands that take them; such items may also follow the options.
 KEY_VALUE_LISTS = ("items", "settings", "overrides")

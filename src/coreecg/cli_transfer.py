@@ -102,7 +102,7 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
     _refuse_random_init_options(args)
     method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
                         scale_mv=args.scale_mv, amplitude_kept=args.amplitude_kept,
-                        amplitude_token=args.amplitude_token or None, protocols=[protocol])  # fmt: skip
+                        amplitude_token=args.amplitude_token, protocols=[protocol])  # fmt: skip
     config = BenchmarkConfig(
         store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
         lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,

@@ -23,6 +23,25 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and the problem."""
 
 
+# Settings schema of run and benchmark folders. Schema 2 made the validated PTB-XL protocol the default
+# and dropped the "unset" states that kept schema-1 runs' identity; a folder of another schema is refused.
+SCHEMA_VERSION = 2
+SCHEMA_CHANGES = (
+    "schema 2 made the PTB-XL protocol the defaults (model.preset cpu, model.amplitude_token true, "
+    "augment.amplitude_jitter 0.2, mask.lead_probability 0.4, objective.temperature 0.1, train.steps 3000, "
+    "train.batch_size 64, warmup_steps 200) and gave every option a value (no 'unset')"
+)
+
+
+def check_schema(found, where: str) -> None:
+    """Refuse settings written under another schema, saying what changed."""
+    if found != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{where} was written under settings schema {found if found is not None else 1}, this coreecg reads "
+            f"schema {SCHEMA_VERSION} ({SCHEMA_CHANGES}); start a new folder, or use the coreecg that wrote it"
+        )
+
+
 def read_yaml(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -164,16 +183,6 @@ def closest_key(key: str, cls: type) -> str | None:
 def to_dict(config) -> dict:
     """A dataclass config as plain data (what gets written to a run's config.yaml)."""
     return dataclasses.asdict(config)
-
-
-def without_unset(values: dict) -> dict:
-    """``values`` without its None leaves, at every depth.
-
-    What identifies a run: an option added later with a None default (meaning the behaviour before it
-    existed) leaves the identity of every earlier run unchanged, as ``describe_differences`` does.
-    """
-    return {key: without_unset(value) if isinstance(value, dict) else value
-            for key, value in values.items() if value is not None}  # fmt: skip
 
 
 def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

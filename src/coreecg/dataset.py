@@ -1,7 +1,7 @@
 """A torch ``Dataset`` over a store: random crops for training, fixed windows for evaluation.
 
 Signals stay on disk (memory-mapped); an item copies only its crop. Normalization happens here, at
-load time (DESIGN §1.1): each present lead minus its record mean, divided by the record's overall
+load time (docs/method.md §1): each present lead minus its record mean, divided by the record's overall
 standard deviation, both precomputed at prepare time. ``Amplitude`` can keep some or all of the
 absolute voltage (high or low QRS voltage, hypertrophy) visible to the model instead. Padding of
 short records stays zero.
@@ -39,7 +39,7 @@ def _is_number(value) -> bool:
 class Amplitude:
     """What a record is divided by at load time, saved with every encoder so its users divide alike.
 
-    ``scale_mv`` None: the record's own std (DESIGN §1.1); every record then has amplitude 1, which
+    ``scale_mv`` None: the record's own std (docs/method.md §1); every record then has amplitude 1, which
     hides absolute voltage. Otherwise ``std^(1 - kept) · scale_mv^kept``, so a record's normalized
     amplitude is ``(std / scale_mv)^kept``: ``kept`` 1 divides every record by the one amplitude
     ``scale_mv`` (absolute voltage fully visible), 0.5 halves amplitude differences on a log scale.
@@ -84,7 +84,7 @@ class Amplitude:
         return cls.from_options(config.get("scale_mv"), config.get("amplitude_kept"))
 
 
-PER_RECORD = Amplitude()  # DESIGN §1.1's default: every record over its own std
+PER_RECORD = Amplitude()  # docs/method.md §1's default: every record over its own std
 
 
 def window_starts(room: np.ndarray, windows: int) -> np.ndarray:
@@ -101,7 +101,7 @@ def windows_to_cover(length: float, crop: float) -> int:
 def normalize_crops(crops: np.ndarray, lead_mean: np.ndarray, scale: np.ndarray, lead_mask: np.ndarray) -> None:
     """In place, crops items × windows × 12 × T: each lead minus its record mean, over the record's
     ``scale`` (its std, or a fixed amplitude); absent leads zero. The one definition of load-time
-    normalization (DESIGN §1.1)."""
+    normalization (docs/method.md §1)."""
     crops -= lead_mean[:, None, :, None]
     crops *= (1.0 / (scale + _EPS))[:, None, None, None]
     crops *= lead_mask[:, None, :, None]

@@ -1,4 +1,4 @@
-"""The two pretraining losses as pure functions (DESIGN §1.5)."""
+"""The two pretraining losses as pure functions (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which patches the encoder sees: STDM and the baseline mask modes (DESIGN §1.4).
+"""Which patches the encoder sees: STDM and the baseline mask modes (docs/method.md §4).
 
 Every function returns ``visible``, a B × 12 × N boolean grid (True = encoded). Absent leads are
 never visible. Masked positions of present leads are the reconstruction targets. Exact counts are

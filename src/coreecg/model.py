@@ -1,4 +1,4 @@
-"""The networks: a lead-aware ViT encoder, a light conditioned decoder and a projection head (DESIGN §1.2, §1.5).
+"""The networks: a lead-aware ViT encoder, a light conditioned decoder and a projection head (docs/method.md §2, §5).
 
 Token grid: every lead of a crop is cut into ``N = T / patch`` patches, giving 12 × N grid positions
 numbered ``lead * N + t``. A boolean ``visible`` grid (B × 12 × N) says which positions are encoded;
@@ -54,7 +54,7 @@ class EncoderConfig:
     max_time_patches: int = 512  # longest crop the time embedding covers, in patches
     drop_path: float = 0.0  # stochastic depth (fine-tuning uses it; pretraining leaves it 0)
     # One extra token carrying the record's amplitude (log of its std in mV), which per-record
-    # normalization (DESIGN §1.1) takes out of the waves; see ``amplitude_feature``.
+    # normalization (docs/method.md §1) takes out of the waves; see ``amplitude_feature``.
     amplitude_token: bool = False
 
     def __post_init__(self) -> None:
@@ -85,7 +85,7 @@ class DecoderConfig:
             raise ConfigError("; ".join(problems))
 
 
-# Widths and depths of the named sizes (DESIGN §1.2); "cpu" is sized for a 2-core machine.
+# Widths and depths of the named sizes (docs/method.md §2); "cpu" is sized for a 2-core machine.
 ENCODER_PRESETS: dict[str, dict] = {
     "cpu": {"dim": 128, "depth": 4, "heads": 4},
     "tiny": {"dim": 192, "depth": 6, "heads": 3},
@@ -388,7 +388,7 @@ def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int, chan
     from one time position to the next: beat-to-beat variation (rhythm) and a short event among normal
     beats. These statistics keep it without parameters. Std and max next to g raised every PTB-XL task
     on fold 9; the change, which sees the order of the positions (std and max do not), raised rhythm
-    by 0.013-0.017 more (BENCHMARKS.md, "Probe features", "Probe features: change over time").
+    by 0.013-0.017 more.
     ``encoded`` must come from crops with every present patch visible (``embed``).
     """
     grid = token_grid(encoded, n_time)
@@ -405,7 +405,7 @@ def time_statistics(encoded: Encoded, lead_mask: torch.Tensor, n_time: int, chan
 class ReconstructionDecoder(nn.Module):
     """Fills the grid with the visible tokens and a mask token elsewhere, plus one conditioning token.
 
-    The conditioning token carries the *other* view's global representation (DESIGN §1.5), so the
+    The conditioning token carries the *other* view's global representation (docs/method.md §5), so the
     instance-level semantics the contrastive loss aligns guide the recovery of this view's patches.
     """
 

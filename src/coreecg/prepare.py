@@ -30,13 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coreecg import __version__
 from coreecg.files import file_digest, write_json
 from coreecg.leads import CANONICAL_LEADS, N_LEADS
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig, prepare_record
 from coreecg.readers.base import Source
 from coreecg.record import RawRecord, RecordError
 from coreecg.store import SHARD_FILES, EmptyStoreError, StoreError, check_shard
+from coreecg.version import __version__
 
 SEGMENT_DTYPE = np.dtype([("record", "<i4"), ("offset", "<i8"), ("valid", "<i4")])
 

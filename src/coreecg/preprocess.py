@@ -1,4 +1,4 @@
-"""Turn a ``RawRecord`` into the store's canonical form (DESIGN §1.1).
+"""Turn a ``RawRecord`` into the store's canonical form (docs/method.md §1).
 
 Steps, in order: map leads to the canonical 12 (unknown ones flagged and left out); interpolate
 short NaN gaps; flag and mask all-NaN and flat leads; flag saturation; polyphase resample to the

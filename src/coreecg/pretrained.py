@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from coreecg import __version__
 from coreecg.config import ConfigError, build
 from coreecg.dataset import PER_RECORD, Amplitude, normalize_crops, window_starts, windows_to_cover
 from coreecg.errors import first_line
@@ -27,6 +26,7 @@ from coreecg.leads import CANONICAL_LEADS
 from coreecg.model import ECGEncoder, EncoderConfig, crop_samples, evaluating
 from coreecg.preprocess import PrepConfig, prepare_record
 from coreecg.record import RawRecord
+from coreecg.version import __version__
 
 ENCODER_FORMAT = "coreecg-encoder"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coreecg.config import ConfigError, apply_overrides, build, describe_differences, read_yaml, to_dict, without_unset
+from coreecg.config import (
+    SCHEMA_VERSION,
+    ConfigError,
+    apply_overrides,
+    build,
+    check_schema,
+    describe_differences,
+    read_yaml,
+    to_dict,
+)
 from coreecg.dataset import Amplitude
 from coreecg.evaluation.features import random_encoder, record_embeddings
 from coreecg.evaluation.finetune import FinetuneConfig, finetune
@@ -52,7 +61,7 @@ class MethodSpec:
     crop_seconds: float = 5.0  # crop length of a random-init encoder (trained ones carry their own)
     scale_mv: float | None = None  # a random-init encoder's amplitude normalization (see data.scale_mv)
     amplitude_kept: float | None = None  # ... and how much amplitude it keeps (see data.amplitude_kept)
-    amplitude_token: bool | None = None  # a random-init encoder with the amplitude token (model.amplitude_token)
+    amplitude_token: bool = False  # a random-init encoder with the amplitude token (model.amplitude_token)
     protocols: list[str] = field(default_factory=lambda: ["probe"])
     tasks: list[str] | None = None  # default: every task of the benchmark
     fractions: list[float] | None = None  # default: every fraction
@@ -64,12 +73,8 @@ class MethodSpec:
 class ProbeSettings:
     cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))  # the C grid searched on validation
     # What the probe sees of each record (EMBEDDING_FEATURES): g plus its time statistics and their
-    # change over time by default (BENCHMARKS.md, "Probe features", "Probe features: change over time").
+    # change over time by default, which beat g alone on every PTB-XL task (see model.time_statistics).
     features: str = "g+time+change"
-
-
-# A run folder written before ``probe.features`` existed probed g alone.
-FEATURES_BEFORE_THE_SETTING = "g"
 
 
 @dataclass
@@ -102,7 +107,7 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         sources = [s for s in (method.encoder, method.pretrain, method.random_init) if s]
         if len(sources) != 1:
             problems.append(f"methods.{name}: give exactly one of encoder, pretrain, random_init")
-        random_only = (method.scale_mv, method.amplitude_kept, method.amplitude_token)
+        random_only = (method.scale_mv, method.amplitude_kept, method.amplitude_token or None)
         if any(value is not None for value in random_only) and not method.random_init:
             problems.append(f"methods.{name}: scale_mv, amplitude_kept and amplitude_token are for random_init "
                             "only (a trained encoder carries its own)")  # fmt: skip
@@ -218,7 +223,7 @@ class Benchmark:
         if method.random_init:
             amplitude = Amplitude.from_options(method.scale_mv, method.amplitude_kept)
             return random_encoder(method.random_init, self.store, method.crop_seconds, seed, amplitude=amplitude,
-                                  amplitude_token=bool(method.amplitude_token))  # fmt: skip
+                                  amplitude_token=method.amplitude_token)  # fmt: skip
         if name not in self.encoders:
             path = method.encoder
             if method.pretrain:
@@ -362,7 +367,7 @@ def pretraining_config(method: MethodSpec, store: str):
 
 def pretrain_key(method: MethodSpec, resolved_config) -> str:
     """Runs are keyed by the resolved config, so equal requests share one run and a changed default starts a new one."""
-    resolved = json.dumps(without_unset(to_dict(resolved_config)), sort_keys=True)
+    resolved = json.dumps(to_dict(resolved_config), sort_keys=True)
     stem = os.path.splitext(os.path.basename(method.pretrain))[0]
     return f"{stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
 
@@ -413,12 +418,12 @@ def changes_that_stale_cells(old: dict, new: dict) -> list[str]:
 def run_benchmark(config: BenchmarkConfig, out: str, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the grid into ``out``; refuses to mix cells computed under different settings."""
     config_path = os.path.join(out, "config.json")
-    settings = to_dict(config) | {"encoders": encoder_identities(config)}
+    settings = {"schema": SCHEMA_VERSION} | to_dict(config) | {"encoders": encoder_identities(config)}
     if os.path.isfile(config_path):
         old = read_json(config_path)
         if not isinstance(old, dict):
             raise ValueError(f"{config_path}: not a benchmark's settings")
-        old.setdefault("probe", {}).setdefault("features", FEATURES_BEFORE_THE_SETTING)
+        check_schema(old.get("schema"), config_path)
         changed = changes_that_stale_cells(old, settings)
         if changed:
             raise ConfigError(f"{out} holds cells computed with other settings ({'; '.join(changed)}); "

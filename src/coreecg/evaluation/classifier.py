@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from coreecg import __version__
 from coreecg.dataset import PER_RECORD, Amplitude
 from coreecg.evaluation.features import check_compatible, record_outputs
 from coreecg.files import write_atomically, write_json
@@ -25,6 +24,7 @@ from coreecg.model import ECGEncoder, EncoderConfig, crop_samples
 from coreecg.preprocess import PrepConfig
 from coreecg.pretrained import CONFIG, WEIGHTS, PretrainedEncoder, load_weights, read_model_config, saved_settings
 from coreecg.store import EmptyStoreError, Store
+from coreecg.version import __version__
 
 CLASSIFIER_FORMAT = "coreecg-classifier"
 

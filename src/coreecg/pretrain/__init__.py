@@ -1,1 +1,1 @@
-"""CoRe-ECG pretraining: config, the two-view objective, and the training loop (DESIGN §1.3–1.5)."""
+"""CoRe-ECG pretraining: config, the two-view objective, and the training loop (docs/method.md §3–5)."""

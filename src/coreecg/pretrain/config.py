@@ -1,7 +1,9 @@
 """Every pretraining setting, its default, and the named presets (sizes and ablations).
 
-Each key is documented in docs/configuration.md (a test keeps the two in step). Order of
-precedence: built-in defaults < the objective preset < the YAML file < ``key=value`` overrides.
+The defaults are the validated method: ``coreecg pretrain --store S --out R`` trains the encoder of
+the PTB-XL protocol (docs/ptbxl-protocol.md). Each key is documented in docs/configuration.md (a test
+keeps the two in step). Order of precedence: built-in defaults < the objective preset < the YAML file
+< ``key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from coreecg.config import ConfigError, apply_overrides, build, deep_merge, read_yaml
+from coreecg.config import SCHEMA_VERSION, ConfigError, apply_overrides, build, check_schema, deep_merge, read_yaml
 from coreecg.dataset import Amplitude
 from coreecg.losses import RECONSTRUCTION_TARGETS
 from coreecg.masking import MASK_MODES
@@ -19,7 +21,7 @@ from coreecg.model import DECODER_PRESETS, ENCODER_PRESETS, DecoderConfig, Encod
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"
+    preset: str = "cpu"
     patch: int = 25
     dim: int | None = None
     depth: int | None = None
@@ -31,9 +33,9 @@ class ModelSection:
     decoder_heads: int | None = None
     projection_hidden: int = 512
     projection_dim: int = 128
-    # True: the encoder gets the record's amplitude as a token of its own (waves stay normalized per
-    # record). None (unset) means False, so runs from before the option keep their identity.
-    amplitude_token: bool | None = None
+    # The encoder gets the record's amplitude as a token of its own (waves stay normalized per record):
+    # per-record normalization alone hides absolute voltage (LVH, low QRS voltage).
+    amplitude_token: bool = True
 
     def encoder(self) -> EncoderConfig:
         size = ENCODER_PRESETS[self.preset]
@@ -44,7 +46,7 @@ class ModelSection:
             heads=self.heads or size["heads"],
             mlp_ratio=self.mlp_ratio,
             max_time_patches=self.max_time_patches,
-            amplitude_token=bool(self.amplitude_token),
+            amplitude_token=self.amplitude_token,
         )
 
     def decoder(self) -> DecoderConfig:
@@ -63,12 +65,11 @@ class DataSection:
     splits: list[str] | None = field(default_factory=lambda: ["train"])
     folds: list[int] | None = None
     crop_seconds: float = 5.0
-    # True: both views of a record are cut from one window and differ only in augmentation and mask,
-    # so InfoNCE does not ask g to ignore what happens in one part of a record (an ectopic beat, a
-    # pause). None (unset) means False, independent crops (DESIGN §1.5), and keeps old runs' identity.
-    shared_crop: bool | None = None
+    # True: both views of a record are cut from one window and differ only in augmentation and mask;
+    # False: independent crops, so g must describe the whole record (what the method validated).
+    shared_crop: bool = False
     num_workers: int = 0
-    # None: each record over its own std (DESIGN §1.1); a number: every record over this amplitude in mV,
+    # None: each record over its own std (docs/method.md §1); a number: every record over this amplitude in mV,
     # which keeps absolute voltage (HVOLT, LVH) visible to the encoder
     scale_mv: float | None = None
     # with scale_mv, how much of each record's amplitude is kept, on a log scale (see Amplitude); None: 1, all
@@ -83,22 +84,22 @@ class AugmentSection:
     fda: bool = True
     fda_strength: float = 0.5
     fda_drop: float = 0.2
-    fda_smooth_hz: float = 5.0  # draws every 5 Hz, interpolated; 0: one per bin (DESIGN §1.3 as written)
+    fda_smooth_hz: float = 5.0  # draws every 5 Hz, interpolated; 0: one per bin (docs/method.md §3 as written)
     fda_phase: float = 1.0  # scales the phase shift; 0 is a gain-only FDA
     time_scale: float = 0.2
     time_noise: float = 0.05
     time_wander: float = 0.1
     # With model.amplitude_token: each view's record std is multiplied by exp(N(0, σ²)), so the token
     # tells the two views of a record apart from others only coarsely (an exact shared value is a
-    # shortcut for InfoNCE). None (unset): no jitter.
-    amplitude_jitter: float | None = None
+    # shortcut for InfoNCE). 0: no jitter.
+    amplitude_jitter: float = 0.2
 
 
 @dataclass
 class MaskSection:
     mode: str = "stdm"
     time_ratio: float = 0.5
-    lead_probability: float = 0.2
+    lead_probability: float = 0.4
     ratio: float = 0.6
 
 
@@ -109,25 +110,19 @@ class ObjectiveSection:
     reconstruct: bool = True
     align: bool = True
     lambda_con: float = 0.5
-    temperature: float = 0.2
-    # What the decoder reconstructs (losses.RECONSTRUCTION_TARGETS). None (unset) means "patch", the
-    # behaviour before the key existed, so earlier runs keep their identity.
-    target: str | None = None
+    temperature: float = 0.1
+    target: str = "patch"  # what the decoder reconstructs (losses.RECONSTRUCTION_TARGETS)
     target_eps: float = 0.1
-
-    @property
-    def target_kind(self) -> str:
-        return self.target or "patch"
 
 
 @dataclass
 class TrainSection:
-    steps: int = 10_000
-    batch_size: int = 128
+    steps: int = 3000
+    batch_size: int = 64
     accumulate: int = 1
     lr: float = 1e-3
     min_lr: float = 1e-5
-    warmup_steps: int = 500
+    warmup_steps: int = 200
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     clip_grad: float = 1.0
@@ -136,7 +131,7 @@ class TrainSection:
     seed: int = 0
     threads: int = 0
     log_every: int = 10
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250
     progress: bool = True
 
 
@@ -144,13 +139,14 @@ class TrainSection:
 class ProbeSection:
     label_set: str | None = None
     splits: list[str] = field(default_factory=lambda: ["val"])
-    eval_every: int = 1000
-    max_records: int = 2000
+    eval_every: int = 500
+    max_records: int = 1000
     lr: float = 1e-3
 
 
 @dataclass
 class PretrainConfig:
+    schema: int = SCHEMA_VERSION  # written with every run; see coreecg.config.check_schema
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
@@ -164,7 +160,7 @@ class PretrainConfig:
         return [self.data.store] if isinstance(self.data.store, str) else list(self.data.store)
 
 
-# The ablations of DESIGN §1.5, as changes to the defaults. A key set in the file still wins.
+# The ablations of docs/method.md §5, as changes to the defaults. A key set in the file still wins.
 OBJECTIVE_PRESETS: dict[str, dict] = {
     "core": {},
     "no-fda": {"augment": {"fda": False}},
@@ -215,9 +211,7 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(0 <= a.fda_drop <= 1, f"augment.fda_drop must be in [0, 1], got {a.fda_drop}")
     need(a.fda_smooth_hz >= 0, f"augment.fda_smooth_hz must be >= 0, got {a.fda_smooth_hz}")
     need(0 <= a.fda_phase <= 1, f"augment.fda_phase must be in [0, 1], got {a.fda_phase}")
-    if a.amplitude_jitter is not None:
-        need(a.amplitude_jitter >= 0, f"augment.amplitude_jitter must be >= 0, got {a.amplitude_jitter}")
-        need(bool(m.amplitude_token), "augment.amplitude_jitter needs model.amplitude_token: true")
+    need(a.amplitude_jitter >= 0, f"augment.amplitude_jitter must be >= 0, got {a.amplitude_jitter}")
     need(k.mode in MASK_MODES, f"mask.mode {k.mode!r} is not one of {', '.join(MASK_MODES)}")
     need(0 <= k.time_ratio < 1, f"mask.time_ratio must be in [0, 1), got {k.time_ratio}")
     need(0 <= k.lead_probability <= 1, f"mask.lead_probability must be in [0, 1], got {k.lead_probability}")
@@ -227,7 +221,7 @@ def _problems(config: PretrainConfig) -> list[str]:
     need(not o.align or (o.contrastive and o.reconstruct), "objective.align needs contrastive and reconstruct")
     need(o.temperature > 0, f"objective.temperature must be positive, got {o.temperature}")
     need(
-        o.target_kind in RECONSTRUCTION_TARGETS,
+        o.target in RECONSTRUCTION_TARGETS,
         f"objective.target {o.target!r} is not one of {', '.join(RECONSTRUCTION_TARGETS)}",
     )
     need(o.target_eps > 0, f"objective.target_eps must be positive, got {o.target_eps}")
@@ -252,6 +246,7 @@ def resolve(data: dict) -> PretrainConfig:
     preset = (data.get("objective") or {}).get("preset", "core")
     if preset not in OBJECTIVE_PRESETS:
         raise ConfigError(f"objective.preset {preset!r} is not one of {', '.join(OBJECTIVE_PRESETS)}")
+    check_schema(data.get("schema", SCHEMA_VERSION), "this config")
     config = build(PretrainConfig, deep_merge(OBJECTIVE_PRESETS[preset], data))
     problems = _problems(config)
     if problems:

@@ -37,7 +37,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from coreecg.config import ConfigError, describe_differences, to_dict
+from coreecg.config import ConfigError, check_schema, describe_differences, to_dict
 from coreecg.dataset import StoreDataset, concat_datasets, windows_to_cover
 from coreecg.distributed import Context, all_reduce_mean, init_from_environment
 from coreecg.errors import TrainingError
@@ -207,6 +207,7 @@ class Trainer:
             raise unusable(self.checkpoint_path, "checkpoint of this run", error) from None
 
     def _restore(self, state: dict) -> bool:
+        check_schema(state["config"].get("schema"), self.checkpoint_path)
         changed = [d for d in describe_differences(state["config"], to_dict(self.config))
                    if not d.startswith(RESUMABLE_CHANGES)]  # fmt: skip
         if changed:

@@ -1,7 +1,7 @@
 """The CoRe-ECG objective: two views per record, contrastive on g, reconstruction conditioned on the other view.
 
 ``make_views`` turns a batch of segments into two independently cropped, augmented and masked
-views (all on the training device). ``CoReECG`` scores them: ``L = L_rec + λ·L_con`` (DESIGN §1.5).
+views (all on the training device). ``CoReECG`` scores them: ``L = L_rec + λ·L_con`` (docs/method.md §5).
 Keeping the two apart means the loss is a deterministic function of the views, which is what the
 DDP-equivalence test feeds it.
 """
@@ -71,7 +71,7 @@ def make_views(
             lead_probability=mask.lead_probability,
         )
         amplitude = record_std
-        if record_std is not None and aug.amplitude_jitter:
+        if record_std is not None and config.model.amplitude_token and aug.amplitude_jitter:  # only the token sees it
             noise = torch.randn(record_std.shape, device=record_std.device)
             amplitude = record_std * torch.exp(aug.amplitude_jitter * noise)
         views.append(View(augmented, target, visible, amplitude))
@@ -129,7 +129,7 @@ class CoReECG(nn.Module):
     ) -> torch.Tensor:
         """MSE on the masked patches of present leads of one view, its decoder conditioned on ``cond``.
 
-        ``cond`` is the other view's g in training; ``scripts/alignment_use.py`` swaps in other
+        ``cond`` is the other view's g in training; ``experiments/alignment/alignment_use.py`` swaps in other
         vectors to measure how much the decoder relies on it.
         """
         if self.decoder is None:
@@ -138,6 +138,6 @@ class CoReECG(nn.Module):
         prediction = self.decoder(encoded, lead_mask, n_time, cond)
         objective = self.config.objective
         patches = patchify(view.target, self.config.model.patch)
-        target = normalize_patches(patches, objective.target_eps, objective.target_kind)
+        target = normalize_patches(patches, objective.target_eps, objective.target)
         masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), N_LEADS * n_time)
         return masked_mse(prediction, target, masked)

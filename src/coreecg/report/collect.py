@@ -115,7 +115,7 @@ def reconstruction_examples(run: str, count: int = 2, seed: int = 0) -> dict | N
     cond = encoded[1].g if config.objective.align else None
     prediction = model.decoder(encoded[0], lead_mask, n_time, cond)
     patches = patchify(view.target, config.model.patch)
-    offset, scale = target_statistics(patches, config.objective.target_kind, config.objective.target_eps)
+    offset, scale = target_statistics(patches, config.objective.target, config.objective.target_eps)
     recon = prediction * scale + offset
     masked = (~view.visible & lead_mask[:, :, None]).reshape(len(lead_mask), -1)
     recon = torch.where(masked[..., None], recon, torch.full_like(recon, float("nan")))

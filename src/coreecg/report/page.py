@@ -7,9 +7,9 @@ import os
 import time
 from collections.abc import Callable
 
-from coreecg import __version__
 from coreecg.files import write_text
 from coreecg.report import collect, figures
+from coreecg.version import __version__
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1180px; margin: 2em auto;

@@ -6,8 +6,8 @@ only through that average. Appending the mean over time of each lead's output to
 numbers; absent leads give zeros) tells how much the probe loses by it, for a trained encoder and
 for random init of the same size. Validation part only, as every probe choice is.
 
-    .venv/bin/python scripts/probe_lead_tokens.py ENCODER STORE --tasks super_class --fraction 0.1 --seeds 0 1 2
-    .venv/bin/python scripts/probe_lead_tokens.py random:cpu STORE ...   # untrained, with the amplitude token
+    python experiments/probe-studies/probe_lead_tokens.py ENCODER STORE --tasks super_class --fraction 0.1 --seeds 0 1 2
+    python experiments/probe-studies/probe_lead_tokens.py random:cpu STORE ...   # untrained, with the token
 """
 
 from __future__ import annotations

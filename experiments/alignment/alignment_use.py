@@ -6,7 +6,7 @@ rises when that g is replaced by another record's g, the batch mean or zeros. If
 move, the token carries nothing the visible patches do not already give. Views are drawn with a
 fixed seed from the validation part (fold 9), with the run's own crops, FDA and masks.
 
-    .venv/bin/python scripts/alignment_use.py RUN_DIR [RUN_DIR ...] --batches 30
+    .venv/bin/python experiments/alignment/alignment_use.py RUN_DIR [RUN_DIR ...] --batches 30
 """
 
 from __future__ import annotations

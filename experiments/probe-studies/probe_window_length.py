@@ -6,7 +6,7 @@ instead of two 5 s windows? The encoder is not retrained: its fixed sin-cos time
 defined for up to 512 patches, though 5 s pretraining only used the first 20. Validation part
 only, as every probe choice is.
 
-    .venv/bin/python scripts/probe_window_length.py ENCODER STORE --tasks rhythm super_class --crop-seconds 5 10
+    python experiments/probe-studies/probe_window_length.py ENCODER STORE --tasks rhythm super_class --crop-seconds 5 10
 """
 
 from __future__ import annotations
