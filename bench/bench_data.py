@@ -73,7 +73,7 @@ def pipeline_rate(batches, make, seconds: float) -> float:
 def config_for(store: str, preset: str, batch: int, steps: int, workers: int):
     splits = ["train"] if "train" in set(Store(store).records["split"].astype(str)) else None  # synthetic: none
     data = {"store": store, "num_workers": workers, "splits": splits}
-    return resolve({"data": data, "model": {"preset": preset},
+    return resolve({"data": data, "model": {"preset": preset, "amplitude_token": False},  # as the reference
                     "train": {"batch_size": batch, "steps": steps, "log_every": steps, "progress": False,
                               "checkpoint_every": steps, "warmup_steps": 1}})  # fmt: skip
 

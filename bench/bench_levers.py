@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round and variant")
     parser.add_argument("--append")
     args = parser.parse_args()
-    config = resolve({"data": {"store": "synthetic"}, "model": {"preset": args.preset},
+    config = resolve({"data": {"store": "synthetic"}, "model": {"preset": args.preset, "amplitude_token": False},
                       "train": {"batch_size": args.batch}})  # fmt: skip
     signal = torch.randn(args.batch, 12, 1000)
     lead_mask = torch.ones(args.batch, 12, dtype=torch.bool)

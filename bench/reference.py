@@ -138,6 +138,8 @@ class PlainCoReECG(nn.Module):
         o = config.objective
         if not (o.contrastive and o.reconstruct and o.align) or o.target != "patch":
             raise ValueError("the reference implements the full objective with per-patch targets only")
+        if config.model.amplitude_token:
+            raise ValueError("the reference has no amplitude token: compare with model.amplitude_token=false")
         m = config.model
         return cls(m.encoder(), m.decoder(), m.projection_hidden, m.projection_dim, o.lambda_con, o.temperature,
                    o.target_eps)  # fmt: skip

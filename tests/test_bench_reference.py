@@ -18,7 +18,7 @@ from tests.conftest import PTBXL
 
 
 def _config():
-    return resolve({"data": {"store": "synthetic"}, "model": {"preset": "cpu"}})
+    return resolve({"data": {"store": "synthetic"}, "model": {"preset": "cpu", "amplitude_token": False}})
 
 
 def test_reference_gives_coreecg_losses_and_gradients_with_the_same_weights():

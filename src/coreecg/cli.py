@@ -170,6 +170,32 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split(commands) -> None:
+    parser = commands.add_parser(
+        "split",
+        help="give a store without splits train/val/test parts (patients kept together, labels stratified)",
+        description="Assign every record of a store to train, val or test, keeping each patient in one part "
+        "(where the store knows patients) and every label set's class proportions in each part (iterative "
+        "stratification). Written into the store, so probe, finetune and benchmark then use --train train "
+        "--val val --test test.",
+    )
+    parser.add_argument("store")
+    parser.add_argument("--val", type=float, default=0.1, help="share of records for validation (%(default)s)")
+    parser.add_argument("--test", type=float, default=0.1, help="share of records for test (%(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-set", action="append", help="stratify on this label set (repeat; default: all)")
+    parser.add_argument("--force", action="store_true", help="replace splits the store already has")
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from coreecg.splitting import split_store
+
+    made = split_store(args.store, args.val, args.test, args.seed, args.label_set, args.force)
+    counts = ", ".join(f"{name} {count}" for name, count in made["records"].items())
+    print(f"{args.store}: {counts} records (groups: {made['groups']}; seed {made['seed']})")
+    return 0
+
+
 def _add_pretrain(commands) -> None:
     parser = commands.add_parser(
         "pretrain",
@@ -247,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_prepare(commands)
     _add_inspect(commands)
+    _add_split(commands)
     _add_pretrain(commands)
     _add_demo(commands)
-    runners = {"prepare": run_prepare, "inspect": run_inspect, "pretrain": run_pretrain, "demo": run_demo_command}
+    runners = {"prepare": run_prepare, "inspect": run_inspect, "split": run_split, "pretrain": run_pretrain,
+               "demo": run_demo_command}  # fmt: skip
     runners |= add_transfer_commands(commands)
     args, extra = parser.parse_known_args(_attach_dashed_values(sys.argv[1:] if argv is None else argv))
     settings = next((name for name in KEY_VALUE_LISTS if hasattr(args, name)), None)

@@ -27,7 +27,11 @@ def _log(text: str) -> None:
 
 def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--encoder", help="a saved encoder: its folder or a pretraining run folder")
+    source.add_argument(
+        "--encoder",
+        help="a saved encoder: its folder, a pretraining run folder, or the name of a "
+        "shipped one (coreecg.available_encoders())",
+    )
     source.add_argument("--random-init", metavar="PRESET", help="an untrained encoder of this size (cpu, tiny, ...)")
     parser.add_argument("--crop-seconds", type=float, default=5.0, help="crop length of a --random-init encoder")
     parser.add_argument("--scale-mv", type=float, help="fixed amplitude (mV) of a --random-init encoder's "
@@ -301,6 +305,29 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="an encoder or fine-tuned classifier as ONNX (dynamic batch), with its input contract",
+        description="Writes OUT (ONNX, opset 17, dynamic batch axis) and OUT.json, the input contract: "
+        "normalized crops batch x 12 x crop at the model's rate, a lead mask and each record's std "
+        "(see docs/deploy.md). Needs the export extra: pip install 'coreecg[export]'.",
+    )
+    parser.add_argument("model", help="an encoder (folder, run folder or shipped name) or a classifier folder")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from coreecg.export import export_model
+
+    try:
+        meta = export_model(args.model, args.out)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"{error.name} is not installed: pip install 'coreecg[export]'") from None
+    print(f"{args.out} ({meta['output']}; input contract in {args.out}.json)")
+    return 0
+
+
 def add_transfer_commands(commands) -> dict:
     """Register the commands; returns name → runner."""
     _add_probe(commands)
@@ -310,7 +337,9 @@ def add_transfer_commands(commands) -> dict:
     _add_benchmark(commands)
     _add_report(commands)
     _add_compare(commands)
+    _add_export(commands)
     return {
+        "export": run_export,
         "compare": run_compare,
         "report": run_report,
         "probe": run_probe_or_finetune,

@@ -1,6 +1,6 @@
 """A trained encoder on disk (``model.safetensors`` + ``config.json``) and in use, without the training code.
 
-``load_encoder(path)`` returns a ``PretrainedEncoder``: an ``nn.Module`` whose ``forward`` takes
+``load_encoder(path or name)`` returns a ``PretrainedEncoder``: an ``nn.Module`` whose ``forward`` takes
 prepared, normalized crops, and whose ``embed`` takes raw signals in millivolts with their rate
 and lead names and applies the very preprocessing of the store it was trained on (resampling,
 band-pass, lead mapping, load-time normalization), so users never re-implement it.
@@ -30,6 +30,32 @@ from coreecg.version import __version__
 
 ENCODER_FORMAT = "coreecg-encoder"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+# Encoders that ship inside the package, one folder each (weights, config.json, MODEL_CARD.md).
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "encoders")
+
+
+def available_encoders() -> list[str]:
+    """Names of the encoders shipped with coreecg, for ``load_encoder(NAME)`` and ``--encoder NAME``."""
+    if not os.path.isdir(SHIPPED):
+        return []
+    return sorted(n for n in os.listdir(SHIPPED) if os.path.isfile(os.path.join(SHIPPED, n, CONFIG)))
+
+
+HUB_PREFIX = "hf://"
+
+
+def encoder_location(spec: str) -> str:
+    """The folder ``spec`` names: an existing path as it is (``~`` expanded), a shipped encoder's name, or
+    ``hf://OWNER/NAME[@REVISION]`` on the Hugging Face Hub (downloaded into its cache)."""
+    if spec.startswith(HUB_PREFIX):
+        return hub_snapshot(spec)
+    path = os.path.expanduser(spec)
+    if os.path.exists(path) or os.sep in spec or spec.startswith("."):
+        return path
+    if spec in available_encoders():
+        return os.path.join(SHIPPED, spec)
+    shipped = ", ".join(available_encoders()) or "none"
+    raise FileNotFoundError(f"{spec}: no such folder, and not the name of a shipped encoder (shipped: {shipped})")
 
 
 def eval_batch_records(device: torch.device) -> int:
@@ -90,6 +116,22 @@ class PretrainedEncoder(nn.Module):
         starts = window_starts(np.array([max(length - crop, 0)]), count or windows_to_cover(length, crop))[0]
         return np.stack([signal[:, s : s + crop] for s in starts])
 
+    def prepare(
+        self, signal: np.ndarray, fs: float, leads: Sequence[str], windows: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One raw record (leads × time, mV) as the model's input: its windows (W × 12 × crop, float32,
+        preprocessed and normalized as the training store), their lead mask (W × 12) and the record's std
+        (W, mV). What ``forward`` takes, and the input contract of an ONNX export (docs/deploy.md)."""
+        raw = RawRecord(record_id="0", path="<signal>", signal=np.asarray(signal, dtype=np.float64), fs=fs,
+                        lead_names=list(leads), source="embed")  # fmt: skip
+        prepared = prepare_record(raw, self.preprocessing)
+        x = prepared.signal.astype(np.float32)[None, None]
+        scale = self.amplitude.divisors(np.array([prepared.record_std]))
+        normalize_crops(x, prepared.lead_mean[None], scale, prepared.lead_mask[None])
+        cut = self.windows(x[0, 0], windows)
+        mask = np.repeat(prepared.lead_mask[None], len(cut), axis=0)
+        return cut, mask, np.full(len(cut), prepared.record_std, dtype=np.float32)
+
     @torch.no_grad()
     def embed(
         self,
@@ -108,19 +150,10 @@ class PretrainedEncoder(nn.Module):
         records = [signal] if single else list(signal)
         crops, masks, stds, owner = [], [], [], []
         for i, raw in enumerate(records):
-            raw = np.asarray(raw, dtype=np.float64)
-            prepared = prepare_record(
-                RawRecord(record_id=str(i), path=f"<signal {i}>", signal=raw, fs=fs, lead_names=list(leads),
-                          source="embed"),
-                self.preprocessing,
-            )  # fmt: skip
-            x = prepared.signal.astype(np.float32)[None, None]
-            scale = self.amplitude.divisors(np.array([prepared.record_std]))
-            normalize_crops(x, prepared.lead_mean[None], scale, prepared.lead_mask[None])
-            cut = self.windows(x[0, 0], windows)
+            cut, mask, std = self.prepare(raw, fs, leads, windows)
             crops.append(cut)
-            masks.append(np.repeat(prepared.lead_mask[None], len(cut), axis=0))
-            stds.append(np.full(len(cut), prepared.record_std, dtype=np.float32))
+            masks.append(mask)
+            stds.append(std)
             owner.extend([i] * len(cut))
         x_all, mask_all, std_all = np.concatenate(crops), np.concatenate(masks), np.concatenate(stds)
         device = next(self.parameters()).device
@@ -165,6 +198,39 @@ def save_encoder(
             "info": info or {},
         },
     )
+
+
+def hub_snapshot(spec: str) -> str:
+    """The local folder of ``hf://OWNER/NAME[@REVISION]``'s config.json and weights, fetched through
+    huggingface_hub (its cache, ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are honoured)."""
+    repo, _, revision = spec[len(HUB_PREFIX) :].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"{spec}: expected hf://OWNER/NAME or hf://OWNER/NAME@REVISION")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ModuleNotFoundError:
+        raise ValueError(f"{spec}: the Hub needs huggingface_hub (pip install 'coreecg[hub]')") from None
+    where = {"endpoint": os.environ.get("HF_ENDPOINT"), "cache_dir": os.environ.get("HF_HUB_CACHE")}
+    try:
+        paths = [hf_hub_download(repo, name, revision=revision or None, **where) for name in (CONFIG, WEIGHTS)]
+    except Exception as error:  # huggingface_hub's own errors (not found, offline, HTTP) and OS errors
+        raise ValueError(
+            f"{spec}: cannot fetch it from the Hub ({type(error).__name__}: {first_line(error)})"
+        ) from None
+    return os.path.dirname(paths[0])
+
+
+def push_encoder(folder: str, repo: str, revision: str | None = None, private: bool = False) -> str:
+    """Upload a saved encoder folder (config.json, model.safetensors and any model card) to the Hub repository
+    ``OWNER/NAME`` (created if needed); returns the commit's URL. Needs a token (``hf auth login``)."""
+    folder, config = read_model_config(encoder_location(folder), "encoder", ENCODER_FORMAT, "coreecg encoder")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"))
+    api.create_repo(repo, private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=folder, repo_id=repo, revision=revision,
+                               commit_message=f"coreecg encoder ({config.get('coreecg_version')})")  # fmt: skip
+    return str(commit.commit_url)
 
 
 def read_model_config(path: str, subfolder: str, expected_format: str, what: str) -> tuple[str, dict]:
@@ -254,8 +320,9 @@ def _some(items: list[str], shown: int = 3) -> str:
 
 
 def load_encoder(path: str, device: str | torch.device = "cpu") -> PretrainedEncoder:
-    """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder)."""
-    folder, config = read_model_config(path, "encoder", ENCODER_FORMAT, "coreecg encoder")
+    """The encoder in ``path`` (a folder with config.json and model.safetensors, or a run folder), or the
+    shipped encoder of that name (``available_encoders()``)."""
+    folder, config = read_model_config(encoder_location(path), "encoder", ENCODER_FORMAT, "coreecg encoder")
     settings = saved_settings(folder, config)
     encoder = ECGEncoder(settings.encoder)
     load_weights(folder, encoder)

@@ -42,7 +42,7 @@ from coreecg.files import read_json, write_atomically, write_json
 from coreecg.leads import parse_lead_list
 from coreecg.metrics import bootstrap_intervals
 from coreecg.model import EMBEDDING_FEATURES
-from coreecg.pretrained import PretrainedEncoder, load_encoder
+from coreecg.pretrained import PretrainedEncoder, encoder_location, load_encoder
 from coreecg.store import Store
 
 PROTOCOLS = ("probe", "finetune")
@@ -228,7 +228,7 @@ class Benchmark:
             path = method.encoder
             if method.pretrain:
                 path = self.run_pretraining(method)
-            self.encoders[name] = load_encoder(os.path.expanduser(path))
+            self.encoders[name] = load_encoder(path)
         return self.encoders[name]
 
     def run_pretraining(self, method: MethodSpec) -> str:
@@ -383,7 +383,7 @@ def encoder_identities(config: BenchmarkConfig) -> dict[str, str]:
         if method.pretrain:
             identities[name] = f"pretrain {pretrain_key(method, pretraining_config(method, store_path(config)))}"
         elif method.encoder:
-            identities[name] = f"encoder {os.path.abspath(os.path.expanduser(method.encoder))}"
+            identities[name] = f"encoder {os.path.abspath(encoder_location(method.encoder))}"
         else:
             token = " amplitude_token" if method.amplitude_token else ""
             identities[name] = f"random_init {method.random_init}{token}"
