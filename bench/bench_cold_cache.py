@@ -77,8 +77,18 @@ def main() -> None:
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     for _ in range(args.repeats):
         for mode in MODES:
-            command = [sys.executable, __file__, "--store", store, "--batch", str(args.batch),
-                       "--batches", str(args.batches), "--one", mode]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--store",
+                store,
+                "--batch",
+                str(args.batch),
+                "--batches",
+                str(args.batches),
+                "--one",
+                mode,
+            ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[mode].append(json.loads(output.strip().splitlines()[-1]))
             print(mode, results[mode][-1], flush=True)
@@ -87,10 +97,19 @@ def main() -> None:
     for mode, runs in results.items():
         best = min(runs, key=lambda r: r["all"])
         rate = best["batches"] * args.batch / best["all"]
-        rows.append([mode, f"{best['first']:.2f}", f"{best['all']:.1f}", f"{rate:,.0f}",
-                     " / ".join(f"{r['all']:.1f}" for r in runs)])  # fmt: skip
-    body = (f"Store `{store}` ({size / 2**20:,.0f} MiB of signals); {args.batches} batches of {args.batch} "
-            f"training crops; best of {args.repeats} (all runs in the last column).\n\n")  # fmt: skip
+        rows.append(
+            [
+                mode,
+                f"{best['first']:.2f}",
+                f"{best['all']:.1f}",
+                f"{rate:,.0f}",
+                " / ".join(f"{r['all']:.1f}" for r in runs),
+            ]
+        )
+    body = (
+        f"Store `{store}` ({size / 2**20:,.0f} MiB of signals); {args.batches} batches of {args.batch} "
+        f"training crops; best of {args.repeats} (all runs in the last column).\n\n"
+    )
     body += table(["page cache", "first batch (s)", f"{args.batches} batches (s)", "samples/s", "runs (s)"], rows)
     publish("Training input on a cold page cache", body, args.append)
 

@@ -73,9 +73,20 @@ def pipeline_rate(batches, make, seconds: float) -> float:
 def config_for(store: str, preset: str, batch: int, steps: int, workers: int):
     splits = ["train"] if "train" in set(Store(store).records["split"].astype(str)) else None  # synthetic: none
     data = {"store": store, "num_workers": workers, "splits": splits}
-    return resolve({"data": data, "model": {"preset": preset, "amplitude_token": False},  # as the reference
-                    "train": {"batch_size": batch, "steps": steps, "log_every": steps, "progress": False,
-                              "checkpoint_every": steps, "warmup_steps": 1}})  # fmt: skip
+    return resolve(
+        {
+            "data": data,
+            "model": {"preset": preset, "amplitude_token": False},  # as the reference
+            "train": {
+                "batch_size": batch,
+                "steps": steps,
+                "log_every": steps,
+                "progress": False,
+                "checkpoint_every": steps,
+                "warmup_steps": 1,
+            },
+        }
+    )
 
 
 def train_coreecg(store: str, preset: str, batch: int, steps: int, workers: int) -> dict:
@@ -96,8 +107,9 @@ def train_reference(wfdb_root: str | None, store: str, preset: str, batch: int, 
     model = PlainCoReECG.like(config)
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-4)
     dataset = WfdbViewsDataset(paths, ViewSettings.like(config, Store(store).fs))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                        persistent_workers=workers > 0)  # fmt: skip
+    loader = DataLoader(
+        dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0
+    )
     iterator = forever(loader)
     for _ in range(3):
         plain_step(model, optimizer, *batch_views(next(iterator)))
@@ -207,9 +219,15 @@ def main() -> None:
             ready_views,
         )
     )
-    pipelines.append((f"reference: rdsamp + NumPy views per item, {args.workers} workers",
-                      DataLoader(reference, batch_size=args.batch, shuffle=True, num_workers=args.workers,
-                                 persistent_workers=True), ready_views))  # fmt: skip
+    pipelines.append(
+        (
+            f"reference: rdsamp + NumPy views per item, {args.workers} workers",
+            DataLoader(
+                reference, batch_size=args.batch, shuffle=True, num_workers=args.workers, persistent_workers=True
+            ),
+            ready_views,
+        )
+    )
     rates = [(name, pipeline_rate(batches, make, args.seconds)) for name, batches, make in pipelines]
     base = rates[-1][1]
     rows = [[name, f"{rate:,.0f}", f"{rate / base:.1f}×"] for name, rate in rates]
@@ -219,18 +237,43 @@ def main() -> None:
     )
     common = {"store": store_path, "preset": args.preset, "batch": args.batch, "steps": args.steps}
     runs = [(f"coreecg pretrain, {w} workers", run_isolated("coreecg", workers=w, **common)) for w in (0, args.workers)]
-    runs.append((f"reference loop, {args.workers} workers",
-                 run_isolated("reference", wfdb_root=args.wfdb_root, workers=args.workers, **common)))  # fmt: skip
+    runs.append(
+        (
+            f"reference loop, {args.workers} workers",
+            run_isolated("reference", wfdb_root=args.wfdb_root, workers=args.workers, **common),
+        )
+    )
     base = runs[-1][1]["samples_per_s"]
-    rows = [[name, f"{r['samples_per_s']:.1f}", f"{r['samples_per_s'] / base:.2f}×", f"{100 * r['data_wait']:.1f} %",
-             f"{r['tree_pss']:.2f}", f"{r['VmHWM']:.2f}", f"{r['RssAnon']:.2f}", f"{r['RssFile']:.2f}"]
-            for name, r in runs]  # fmt: skip
+    rows = [
+        [
+            name,
+            f"{r['samples_per_s']:.1f}",
+            f"{r['samples_per_s'] / base:.2f}×",
+            f"{100 * r['data_wait']:.1f} %",
+            f"{r['tree_pss']:.2f}",
+            f"{r['VmHWM']:.2f}",
+            f"{r['RssAnon']:.2f}",
+            f"{r['RssFile']:.2f}",
+        ]
+        for name, r in runs
+    ]
     body += (
         f"\n\nTraining runs, {args.preset} preset, batch {args.batch}, {args.steps} timed steps after 3 warm-up "
         "steps, fp32, each in a fresh process:\n\n"
     )
-    body += table(["run", "samples/s", "vs reference", "data wait", "peak PSS of all processes GiB",
-                   "main process peak RSS GiB", "RssAnon GiB at end", "RssFile GiB at end"], rows)  # fmt: skip
+    body += table(
+        [
+            "run",
+            "samples/s",
+            "vs reference",
+            "data wait",
+            "peak PSS of all processes GiB",
+            "main process peak RSS GiB",
+            "RssAnon GiB at end",
+            "RssFile GiB at end",
+        ],
+        rows,
+    )
     publish(f"Data throughput and data waiting: {source}", body, args.append)
 
 

@@ -55,8 +55,9 @@ def reference_embeddings(
     windows, owners = [], []
     for i, path in enumerate(paths):
         signal, fields = wfdb.rdsamp(path)
-        raw = RawRecord(record_id=str(i), path=path, signal=signal.T, fs=fields["fs"], lead_names=fields["sig_name"],
-                        source="wfdb")  # fmt: skip
+        raw = RawRecord(
+            record_id=str(i), path=path, signal=signal.T, fs=fields["fs"], lead_names=fields["sig_name"], source="wfdb"
+        )
         prepared = prepare_record(raw, config)
         x = prepared.signal.astype(np.float32)[None, None]
         normalize_crops(x, prepared.lead_mean[None], np.array([prepared.record_std]), prepared.lead_mask[None])
@@ -129,22 +130,41 @@ def main() -> None:
                 extra = {"precision": precision} | ({} if batch is None else {"batch_size": batch})
                 seconds_core, ours = timed(lambda: record_embeddings(encoder, store, rows, **extra), args.repeats)  # noqa: B023
                 rate = len(rows) / seconds_core
-                table_rows.append([
-                    preset, precision, "library default" if batch is None else batch, f"{rate:.1f}",
-                    "–" if ref_rate is None else f"{ref_rate:.1f}",
-                    "–" if ref_rate is None else f"{rate / ref_rate:.2f}×",
-                    f"{flops / 1e9:.2f}", f"{100 * rate * flops / peaks[precision]:.1f} %",
-                    "–" if theirs is None else f"{float(np.abs(ours - theirs).max()):.1e}",
-                ])  # fmt: skip
+                table_rows.append(
+                    [
+                        preset,
+                        precision,
+                        "library default" if batch is None else batch,
+                        f"{rate:.1f}",
+                        "–" if ref_rate is None else f"{ref_rate:.1f}",
+                        "–" if ref_rate is None else f"{rate / ref_rate:.2f}×",
+                        f"{flops / 1e9:.2f}",
+                        f"{100 * rate * flops / peaks[precision]:.1f} %",
+                        "–" if theirs is None else f"{float(np.abs(ours - theirs).max()):.1e}",
+                    ]
+                )
                 print(table_rows[-1], file=sys.stderr)
     peak_text = ", ".join(f"{p} {peaks[p] / 1e9:.0f}" for p in args.precisions)
-    body = (f"Input: {source} (mean {seconds:.1f} s). Windows of 5 s covering each record; random-init "
-            f"encoders (speed does not depend on the weights). Matmul peak measured in this run (GFLOP/s): "
-            f"{peak_text}. Reference: wfdb.rdsamp and preprocessing per record + "
-            "`bench/reference.py` plain encoder (fp32), 64 windows per batch.\n\n")  # fmt: skip
-    body += table(["preset", "precision", "batch (records)", "coreecg records/s", "reference records/s",
-                   "coreecg / reference", "GFLOP/record", "MFU (same precision)", "max |Δg| vs reference"],
-                  table_rows)  # fmt: skip
+    body = (
+        f"Input: {source} (mean {seconds:.1f} s). Windows of 5 s covering each record; random-init "
+        f"encoders (speed does not depend on the weights). Matmul peak measured in this run (GFLOP/s): "
+        f"{peak_text}. Reference: wfdb.rdsamp and preprocessing per record + "
+        "`bench/reference.py` plain encoder (fp32), 64 windows per batch.\n\n"
+    )
+    body += table(
+        [
+            "preset",
+            "precision",
+            "batch (records)",
+            "coreecg records/s",
+            "reference records/s",
+            "coreecg / reference",
+            "GFLOP/record",
+            "MFU (same precision)",
+            "max |Δg| vs reference",
+        ],
+        table_rows,
+    )
     publish("Embedding throughput: coreecg against the reference", body, args.append)
 
 

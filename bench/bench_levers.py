@@ -45,8 +45,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round and variant")
     parser.add_argument("--append")
     args = parser.parse_args()
-    config = resolve({"data": {"store": "synthetic"}, "model": {"preset": args.preset, "amplitude_token": False},
-                      "train": {"batch_size": args.batch}})  # fmt: skip
+    config = resolve(
+        {
+            "data": {"store": "synthetic"},
+            "model": {"preset": args.preset, "amplitude_token": False},
+            "train": {"batch_size": args.batch},
+        }
+    )
     signal = torch.randn(args.batch, 12, 1000)
     lead_mask = torch.ones(args.batch, 12, dtype=torch.bool)
     variants = {}
@@ -77,9 +82,12 @@ def main() -> None:
             rates[name].append(args.batch * args.steps / (time.perf_counter() - start))
     rows = [[name, f"{statistics.median(r):.1f}", " ".join(f"{v:.1f}" for v in r)] for name, r in rates.items()]
     ratio = statistics.median(rates["on"]) / statistics.median(rates["off"])
-    body = (f"Lever `{args.lever}`, {args.preset} preset, batch {args.batch}, full training step (views, forward, "
-            f"backward, AdamW), {args.rounds} interleaved rounds of {args.steps} steps.\n\n"
-            + table(["variant", "median samples/s", "per round"], rows) + f"\n\non / off: {ratio:.2f}×")  # fmt: skip
+    body = (
+        f"Lever `{args.lever}`, {args.preset} preset, batch {args.batch}, full training step (views, forward, "
+        f"backward, AdamW), {args.rounds} interleaved rounds of {args.steps} steps.\n\n"
+        + table(["variant", "median samples/s", "per round"], rows)
+        + f"\n\non / off: {ratio:.2f}×"
+    )
     publish(f"Lever A/B: {args.lever}", body, args.append)
 
 

@@ -37,8 +37,17 @@ def main() -> None:
             result = prepare_store(source, str(out), PrepConfig(fs=args.rate), workers=workers, log=lambda m: None)
         finally:
             shutil.rmtree(out.parent, ignore_errors=True)
-        rows.append([args.kind, result.records_in, result.stored, result.rejected, workers,
-                     f"{result.seconds:.1f}", f"{result.records_in / result.seconds:.0f}"])  # fmt: skip
+        rows.append(
+            [
+                args.kind,
+                result.records_in,
+                result.stored,
+                result.rejected,
+                workers,
+                f"{result.seconds:.1f}",
+                f"{result.records_in / result.seconds:.0f}",
+            ]
+        )
     body = table(["source", "records in", "stored", "rejected", "workers", "seconds", "records/s"], rows)
     publish(f"Prepare throughput: {args.kind} {Path(args.path).name}", body, args.append)
 

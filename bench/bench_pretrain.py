@@ -39,8 +39,17 @@ from coreecg.pretrain.objective import CoReECG, make_views
 FS, SEGMENT = 100.0, 1000
 
 
-def measure_one(implementation: str, preset: str, precision: str, batch: int, steps: int, device: str,
-                compile_model: bool = False, fused_adamw: bool = False, padded: bool = False) -> dict:  # fmt: skip
+def measure_one(
+    implementation: str,
+    preset: str,
+    precision: str,
+    batch: int,
+    steps: int,
+    device: str,
+    compile_model: bool = False,
+    fused_adamw: bool = False,
+    padded: bool = False,
+) -> dict:
     """Time ``steps`` training steps after warm-up steps; runs in a fresh process."""
     # No amplitude token: the reference has none, and one token among ~240 changes no timing.
     config = resolve(
@@ -69,8 +78,14 @@ def measure_one(implementation: str, preset: str, precision: str, batch: int, st
         n_time = views[0].visible.shape[-1]
         if implementation == "reference":
             with autocast:
-                plain_step(forward, optimizer, [v.signal for v in views], [v.target for v in views],
-                           [v.visible for v in views], lead_mask)  # fmt: skip
+                plain_step(
+                    forward,
+                    optimizer,
+                    [v.signal for v in views],
+                    [v.target for v in views],
+                    [v.visible for v in views],
+                    lead_mask,
+                )
             return
         with autocast:
             loss = forward(views, lead_mask)["loss"]
@@ -91,14 +106,23 @@ def measure_one(implementation: str, preset: str, precision: str, batch: int, st
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     flops = training_flops_per_sample(config, sum(visible) / len(visible), n_time)
-    peak_memory = (torch.cuda.max_memory_allocated() if device != "cpu"
-                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
+    peak_memory = (
+        torch.cuda.max_memory_allocated()
+        if device != "cpu"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {
-        "implementation": implementation, "preset": preset, "precision": precision, "batch": batch, "steps": steps,
-        "samples_per_s": batch * steps / seconds, "flops_per_sample": flops,
-        "achieved_flops": flops * batch * steps / seconds, "peak_memory_gib": peak_memory / 2**30,
+        "implementation": implementation,
+        "preset": preset,
+        "precision": precision,
+        "batch": batch,
+        "steps": steps,
+        "samples_per_s": batch * steps / seconds,
+        "flops_per_sample": flops,
+        "achieved_flops": flops * batch * steps / seconds,
+        "peak_memory_gib": peak_memory / 2**30,
         "encoder_params_m": sum(p.numel() for p in model.encoder.parameters()) / 1e6,
-    }  # fmt: skip
+    }
 
 
 def run_isolated(**kwargs) -> dict:
@@ -132,31 +156,71 @@ def main() -> None:
     for preset in args.presets:
         for precision in args.precisions:
             for batch in args.batch:
-                common = {"preset": preset, "precision": precision, "batch": batch, "steps": args.steps,
-                          "device": args.device}  # fmt: skip
-                r = run_isolated(implementation="coreecg", compile_model=args.compile, fused_adamw=args.fused_adamw,
-                                 padded=args.padded, **common)  # fmt: skip
+                common = {
+                    "preset": preset,
+                    "precision": precision,
+                    "batch": batch,
+                    "steps": args.steps,
+                    "device": args.device,
+                }
+                r = run_isolated(
+                    implementation="coreecg",
+                    compile_model=args.compile,
+                    fused_adamw=args.fused_adamw,
+                    padded=args.padded,
+                    **common,
+                )
                 ref = None if args.no_reference else run_isolated(implementation="reference", **common)
                 mfu = r["achieved_flops"] / peaks[precision]
-                rows.append([
-                    preset, f"{r['encoder_params_m']:.2f}", precision, batch, f"{r['samples_per_s']:.1f}",
-                    "–" if ref is None else f"{ref['samples_per_s']:.1f}",
-                    "–" if ref is None else f"{r['samples_per_s'] / ref['samples_per_s']:.2f}×",
-                    f"{r['flops_per_sample'] / 1e9:.2f}", f"{r['achieved_flops'] / 1e9:.1f}", f"{100 * mfu:.1f} %",
-                    f"{r['peak_memory_gib']:.2f}", "–" if ref is None else f"{ref['peak_memory_gib']:.2f}",
-                ])  # fmt: skip
+                rows.append(
+                    [
+                        preset,
+                        f"{r['encoder_params_m']:.2f}",
+                        precision,
+                        batch,
+                        f"{r['samples_per_s']:.1f}",
+                        "–" if ref is None else f"{ref['samples_per_s']:.1f}",
+                        "–" if ref is None else f"{r['samples_per_s'] / ref['samples_per_s']:.2f}×",
+                        f"{r['flops_per_sample'] / 1e9:.2f}",
+                        f"{r['achieved_flops'] / 1e9:.1f}",
+                        f"{100 * mfu:.1f} %",
+                        f"{r['peak_memory_gib']:.2f}",
+                        "–" if ref is None else f"{ref['peak_memory_gib']:.2f}",
+                    ]
+                )
                 print(rows[-1], file=sys.stderr)
     peak_text = ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
-    levers = [name for name, on in (("torch.compile", args.compile), ("fused AdamW", args.fused_adamw),
-                                    ("padded rows instead of grouped", args.padded)) if on]  # fmt: skip
+    levers = [
+        name
+        for name, on in (
+            ("torch.compile", args.compile),
+            ("fused AdamW", args.fused_adamw),
+            ("padded rows instead of grouped", args.padded),
+        )
+        if on
+    ]
     body = (
         f"Device: {args.device}. Measured matmul peak (2048² matrices): {peak_text}. 5 s crops, patch 25, "
         "STDM (time 0.5, lead 0.2), both losses, conditioning on; synthetic 10 s segments at 100 Hz. "
         f"coreecg levers: {', '.join(levers) or 'none (the library defaults)'}. Reference: `bench/reference.py`.\n\n"
     )
-    body += table(["preset", "encoder M params", "precision", "batch", "coreecg samples/s", "reference samples/s",
-                   "coreecg / reference", "GFLOP/sample (train, useful)", "coreecg achieved GFLOP/s", "coreecg MFU",
-                   "coreecg peak memory GiB", "reference peak memory GiB"], rows)  # fmt: skip
+    body += table(
+        [
+            "preset",
+            "encoder M params",
+            "precision",
+            "batch",
+            "coreecg samples/s",
+            "reference samples/s",
+            "coreecg / reference",
+            "GFLOP/sample (train, useful)",
+            "coreecg achieved GFLOP/s",
+            "coreecg MFU",
+            "coreecg peak memory GiB",
+            "reference peak memory GiB",
+        ],
+        rows,
+    )
     publish("Pretraining step: coreecg against the reference", body, args.append)
 
 

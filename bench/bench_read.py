@@ -109,8 +109,10 @@ def main() -> None:
     ]
     baseline = results[-1][1]
     rows = [[name, f"{value:,.0f}", f"{value / baseline:.0f}×"] for name, value in results]
-    body = (f"{store.n_records} records, {len(dataset)} segments, random {args.crop_seconds:g} s 12-lead crops "
-            f"at {store.fs:g} Hz.\n\n" + table(["method", "crops/s", "vs wfdb"], rows))  # fmt: skip
+    body = (
+        f"{store.n_records} records, {len(dataset)} segments, random {args.crop_seconds:g} s 12-lead crops "
+        f"at {store.fs:g} Hz.\n\n" + table(["method", "crops/s", "vs wfdb"], rows)
+    )
     publish(f"Store read throughput: {Path(args.store).name}", body, args.append)
 
 

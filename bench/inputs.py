@@ -26,9 +26,17 @@ def synthetic_inputs(folder: str, records: int, fs: float = 100.0, seconds: floa
         name = f"syn{i:05d}"
         if not os.path.exists(os.path.join(root, name + ".hea")):
             signal = synthetic_ecg(seed=i, fs=fs, seconds=seconds).signal.T  # T × 12, mV
-            wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(CANONICAL_LEADS),
-                        p_signal=np.ascontiguousarray(signal), fmt=["16"] * 12, adc_gain=[1000.0] * 12,
-                        baseline=[0] * 12, write_dir=root)  # fmt: skip
+            wfdb.wrsamp(
+                name,
+                fs=fs,
+                units=["mV"] * 12,
+                sig_name=list(CANONICAL_LEADS),
+                p_signal=np.ascontiguousarray(signal),
+                fmt=["16"] * 12,
+                adc_gain=[1000.0] * 12,
+                baseline=[0] * 12,
+                write_dir=root,
+            )
     if not os.path.exists(os.path.join(store, "manifest.json")):
         prepare_store(WfdbFolderSource(root), store, PrepConfig(fs=fs), workers=1, log=lambda _: None)
     return store
@@ -41,5 +49,7 @@ def store_paths(store: Store, wfdb_root: str | None = None) -> list[str]:
     re-roots them where the same folder lies on this machine.
     """
     prepared_root = store.manifest["source"]["root"]
-    return [os.path.join(wfdb_root or prepared_root, os.path.relpath(os.path.splitext(p)[0], prepared_root))
-            for p in store.records["path"]]  # fmt: skip
+    return [
+        os.path.join(wfdb_root or prepared_root, os.path.relpath(os.path.splitext(p)[0], prepared_root))
+        for p in store.records["path"]
+    ]

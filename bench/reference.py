@@ -121,8 +121,16 @@ class PlainDecoder(nn.Module):
 class PlainCoReECG(nn.Module):
     """The full objective (contrastive + conditioned reconstruction), parameter names as ``CoReECG``."""
 
-    def __init__(self, encoder: EncoderConfig, decoder: DecoderConfig, projection_hidden: int, projection_dim: int,
-                 lambda_con: float, temperature: float, target_eps: float):  # fmt: skip
+    def __init__(
+        self,
+        encoder: EncoderConfig,
+        decoder: DecoderConfig,
+        projection_hidden: int,
+        projection_dim: int,
+        lambda_con: float,
+        temperature: float,
+        target_eps: float,
+    ):
         super().__init__()
         self.encoder = PlainEncoder(encoder)
         self.decoder = PlainDecoder(encoder.dim, encoder.patch, decoder, encoder.max_time_patches)
@@ -141,8 +149,9 @@ class PlainCoReECG(nn.Module):
         if config.model.amplitude_token:
             raise ValueError("the reference has no amplitude token: compare with model.amplitude_token=false")
         m = config.model
-        return cls(m.encoder(), m.decoder(), m.projection_hidden, m.projection_dim, o.lambda_con, o.temperature,
-                   o.target_eps)  # fmt: skip
+        return cls(
+            m.encoder(), m.decoder(), m.projection_hidden, m.projection_dim, o.lambda_con, o.temperature, o.target_eps
+        )
 
     def forward(self, signals, targets, visibles, lead_mask) -> dict[str, torch.Tensor]:
         """Views as lists of two: augmented signals, unaugmented targets, visible grids."""
@@ -182,8 +191,14 @@ class ViewSettings:
     def like(cls, config, fs: float) -> ViewSettings:
         """The view settings of a coreecg ``PretrainConfig``."""
         patch = config.model.patch
-        return cls(crop_samples(config.data.crop_seconds, fs, patch), patch, config.augment.fda_strength,
-                   config.augment.fda_drop, config.mask.time_ratio, config.mask.lead_probability)  # fmt: skip
+        return cls(
+            crop_samples(config.data.crop_seconds, fs, patch),
+            patch,
+            config.augment.fda_strength,
+            config.augment.fda_drop,
+            config.mask.time_ratio,
+            config.mask.lead_probability,
+        )
 
 
 def fda_numpy(x: np.ndarray, strength_max: float, drop_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -241,8 +256,12 @@ class WfdbViewsDataset(Dataset):
 
 def batch_views(batch: dict[str, torch.Tensor]) -> tuple[list, list, list, torch.Tensor]:
     """The lists ``PlainCoReECG.forward`` takes, from a collated ``WfdbViewsDataset`` batch."""
-    return ([batch["signal0"], batch["signal1"]], [batch["target0"], batch["target1"]],
-            [batch["visible0"], batch["visible1"]], batch["lead_mask"])  # fmt: skip
+    return (
+        [batch["signal0"], batch["signal1"]],
+        [batch["target0"], batch["target1"]],
+        [batch["visible0"], batch["visible1"]],
+        batch["lead_mask"],
+    )
 
 
 def plain_step(model: PlainCoReECG, optimizer: torch.optim.Optimizer, signals, targets, visibles, lead_mask) -> float:

@@ -20,8 +20,7 @@ def machine() -> str:
     memory = ""
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM"
-    return (f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")  # fmt: skip
+    return f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -33,8 +32,10 @@ def table(headers: list[str], rows: list[list]) -> str:
 def publish(title: str, body: str, append_to: str | None) -> None:
     """Print the section; with ``append_to``, also append it (with command, machine and date) to that file."""
     command = "python " + " ".join(sys.argv)
-    section = (f"\n## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
-               f"- date: {datetime.date.today().isoformat()}\n\n{body}\n")  # fmt: skip
+    section = (
+        f"\n## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
+        f"- date: {datetime.date.today().isoformat()}\n\n{body}\n"
+    )
     print(section)
     if append_to:
         with open(append_to, "a", encoding="utf-8") as handle:

@@ -60,8 +60,10 @@ def test_partial_amplitude_keeps_part_of_each_records_voltage_on_a_log_scale(ptb
     lead_one = StoreDataset(store, mode="eval", leads="I", amplitude=Amplitude(0.2, kept=0.5))
     lead_one_own = StoreDataset(store, mode="eval", leads="I")
     assert np.allclose(lead_one.scale, np.sqrt(lead_one_own.scale * 0.2), rtol=1e-5)
-    for bad, message in (({"kept": 0.0}, r"amplitude_kept must be in \(0, 1\], got 0"),
-                         ({"scale_mv": None, "kept": 0.5}, "amplitude_kept below 1 needs scale_mv")):  # fmt: skip
+    for bad, message in (
+        ({"kept": 0.0}, r"amplitude_kept must be in \(0, 1\], got 0"),
+        ({"scale_mv": None, "kept": 0.5}, "amplitude_kept below 1 needs scale_mv"),
+    ):
         with pytest.raises(ValueError, match=message):
             Amplitude(**{"scale_mv": 0.2, **bad})
     with pytest.raises(ValueError, match=r"scale_mv must be a positive amplitude in mV, got '0\.2'"):
@@ -117,8 +119,12 @@ def test_short_records_keep_zero_padding(tmp_path):
     array = np.random.default_rng(0).normal(size=(2, 1, 700)).astype(np.float32)  # 2.8 s at 250 Hz
     np.save(tmp_path / "x.npy", array)
     out = tmp_path / "store"
-    prepare_store(SOURCE_KINDS["numpy"](str(tmp_path / "x.npy"), fs=250, leads=["II"]), str(out),
-                  PrepConfig(fs=100, segment_seconds=5), log=quiet)  # fmt: skip
+    prepare_store(
+        SOURCE_KINDS["numpy"](str(tmp_path / "x.npy"), fs=250, leads=["II"]),
+        str(out),
+        PrepConfig(fs=100, segment_seconds=5),
+        log=quiet,
+    )
     item = StoreDataset(str(out), crop_seconds=4)[0]
     valid = int(Store(str(out)).segment_valid[0])
     assert valid == 280

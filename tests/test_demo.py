@@ -10,8 +10,18 @@ from conftest import quiet
 from coreecg.cli import main
 from coreecg.demo import DemoConfig, run_demo
 
-SMALL = DemoConfig(records=200, fs=100.0, pretrain_steps=8, batch_size=32, finetune_epochs=1, finetune_batch_size=16,
-                   finetune_min_steps=6, fractions=(1.0,), workers=2, progress=False)  # fmt: skip
+SMALL = DemoConfig(
+    records=200,
+    fs=100.0,
+    pretrain_steps=8,
+    batch_size=32,
+    finetune_epochs=1,
+    finetune_batch_size=16,
+    finetune_min_steps=6,
+    fractions=(1.0,),
+    workers=2,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +41,13 @@ def test_demo_report_holds_every_figure_inline(demo):
     out, result = demo
     page = (out / "report.html").read_text()
     assert result["report"] == str(out / "report.html")
-    for heading in ("Training curves", "Masked leads reconstructed beside the truth", "Embedding map",
-                    "ROC curves: condition", "Validation"):  # fmt: skip
+    for heading in (
+        "Training curves",
+        "Masked leads reconstructed beside the truth",
+        "Embedding map",
+        "ROC curves: condition",
+        "Validation",
+    ):
         assert heading in page, heading
     assert len(re.findall(r"<svg", page)) >= 5
     assert "src=" not in page and "<script" not in page  # self-contained: nothing fetched

@@ -199,14 +199,14 @@ def test_stopped_fine_tuning_resumes_where_it_stopped(store, encoder, tmp_path, 
     assert (tmp_path / "split" / finetune_module.STATE_FILE).is_file()
     monkeypatch.setattr(finetune_module, "record_probabilities", score)
     messages: list[str] = []
-    split = finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "split"), config,
-                     log=messages.append)  # fmt: skip
+    split = finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "split"), config, log=messages.append)
     assert any(m.startswith("resuming fine-tuning at step") for m in messages)
     assert not (tmp_path / "split" / finetune_module.STATE_FILE).exists()
     # The same steps on the same batches and crops: the same history, up to multi-threaded float sums.
     assert [h["step"] for h in split.chosen["history"]] == [h["step"] for h in whole.chosen["history"]]
-    assert np.allclose([h["val_auroc"] for h in split.chosen["history"]],
-                       [h["val_auroc"] for h in whole.chosen["history"]], atol=1e-4)  # fmt: skip
+    assert np.allclose(
+        [h["val_auroc"] for h in split.chosen["history"]], [h["val_auroc"] for h in whole.chosen["history"]], atol=1e-4
+    )
     assert np.allclose(split.val_probabilities, whole.val_probabilities, atol=1e-4)
     other = dataclasses.replace(config, lr=5e-4)
     monkeypatch.setattr(finetune_module, "record_probabilities", stop_at_the_third_evaluation)
@@ -262,8 +262,14 @@ def test_an_amplitude_normalization_travels_with_the_encoder_and_its_classifier(
         raw, _ = read_wfdb_record(str(PTBXL / store.records.path[row]), "r", "test")
         assert np.allclose(loaded.embed(raw.signal, raw.fs, raw.lead_names), from_store[i], atol=1e-4)
     selection = select(store, TASK, **PARTS)
-    finetune(loaded, store, selection, str(tmp_path / "ft"),
-             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    finetune(
+        loaded,
+        store,
+        selection,
+        str(tmp_path / "ft"),
+        FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2),
+        log=quiet,
+    )
     saved = load_classifier(str(tmp_path / "ft"))
     assert saved.amplitude == partial
     table = predict_store(saved, store, selection.val.rows)
@@ -289,8 +295,14 @@ def test_an_amplitude_token_encoder_gets_the_same_record_std_on_every_path(store
         assert np.allclose(loaded.embed(raw.signal, raw.fs, raw.lead_names), from_store[i], atol=1e-4)
         lead_i = raw.signal[raw.lead_names.index("I")][None]
         assert np.allclose(loaded.embed(lead_i, raw.fs, ["I"]), only_i[i], atol=1e-4)
-    finetune(loaded, store, selection, str(tmp_path / "ft"),
-             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    finetune(
+        loaded,
+        store,
+        selection,
+        str(tmp_path / "ft"),
+        FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2),
+        log=quiet,
+    )
     saved = load_classifier(str(tmp_path / "ft"))
     assert saved.model.encoder.config.amplitude_token
     table = predict_store(saved, store, selection.val.rows)
@@ -299,8 +311,14 @@ def test_an_amplitude_token_encoder_gets_the_same_record_std_on_every_path(store
 
 
 def test_predict_on_a_wfdb_folder_equals_predict_on_its_store(store, encoder, tmp_path):
-    finetune(encoder, store, select(store, TASK, **PARTS), str(tmp_path / "ft"),
-             FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2), log=quiet)  # fmt: skip
+    finetune(
+        encoder,
+        store,
+        select(store, TASK, **PARTS),
+        str(tmp_path / "ft"),
+        FinetuneConfig(epochs=1, batch_size=32, min_steps_per_eval=2),
+        log=quiet,
+    )
     saved = load_classifier(str(tmp_path / "ft" / "classifier"))
     folder = PTBXL / "records100" / "00000"
     table, rejects = predict_folder(saved, str(folder), quiet)
@@ -324,12 +342,18 @@ def _write_benchmark(tmp_path: Path, store_path: str, **changes) -> Path:
         "bootstrap": 50,
         "methods": {
             "random-init": {"random_init": "cpu", "crop_seconds": 2.5},
-            "supervised": {"random_init": "cpu", "crop_seconds": 2.5, "protocols": ["finetune"],
-                           "fractions": [1.0], "lead_sets": ["all"], "seeds": [0]},
+            "supervised": {
+                "random_init": "cpu",
+                "crop_seconds": 2.5,
+                "protocols": ["finetune"],
+                "fractions": [1.0],
+                "lead_sets": ["all"],
+                "seeds": [0],
+            },
         },
         "probe": {"cs": [0.001, 0.1]},
         "finetune": {"epochs": 1, "batch_size": 32, "min_steps_per_eval": 3},
-    }  # fmt: skip
+    }
     config.update(changes)
     path = tmp_path / "bench.yaml"
     import yaml
@@ -367,8 +391,23 @@ def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_p
     out = tmp_path / "out"
     results = run_benchmark(load_benchmark_config(str(path)), str(out), log=quiet)
     column = f"{TASK} 100%"
-    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init · probe · lead I",
-                 "--bootstrap", "100", "--out", str(tmp_path / "compare.md")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                "--a",
+                "random-init",
+                "--b",
+                "random-init · probe · lead I",
+                "--bootstrap",
+                "100",
+                "--out",
+                str(tmp_path / "compare.md"),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert (tmp_path / "compare.md").read_text() == table
     line = next(row for row in table.splitlines() if row.startswith(f"| {column} |"))
@@ -383,8 +422,25 @@ def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_p
     import shutil
 
     shutil.copytree(out, tmp_path / "copy")
-    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--b-run", str(tmp_path / "copy"),
-                 "--columns", column, "--bootstrap", "20"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                "--a",
+                "random-init",
+                "--b",
+                "random-init",
+                "--b-run",
+                str(tmp_path / "copy"),
+                "--columns",
+                column,
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert f"| {column} | 2 / 2 | " in (level := capsys.readouterr().out) and "+0.0000 to +0.0000 | 100.0% |" in level
     assert main(["compare", str(out), "--a", "no such method", "--b", "random-init"]) == 2
     assert "'no such method' is not a row; its rows: 'random-init · probe'; 'random-init · probe · lead I'" in (
@@ -394,26 +450,53 @@ def test_compare_pairs_two_rows_on_the_same_records_and_refuses_what_cannot_be_p
     assert "columns ['rhythm 10%'] are not in both rows" in capsys.readouterr().err
     # Other validation records (another fold) cannot be paired: refused, naming the column.
     (tmp_path / "other-fold").mkdir()
-    other = _write_benchmark(tmp_path / "other-fold", str(ptbxl_store), methods=methods, test=None, val=8,
-                             train="1-7", fractions=[1.0], seeds=[0], lead_sets={"all": "all"})  # fmt: skip
+    other = _write_benchmark(
+        tmp_path / "other-fold",
+        str(ptbxl_store),
+        methods=methods,
+        test=None,
+        val=8,
+        train="1-7",
+        fractions=[1.0],
+        seeds=[0],
+        lead_sets={"all": "all"},
+    )
     run_benchmark(load_benchmark_config(str(other)), str(tmp_path / "fold8"), log=quiet)
-    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--b-run",
-                 str(tmp_path / "fold8")]) == 2  # fmt: skip
+    assert (
+        main(["compare", str(out), "--a", "random-init", "--b", "random-init", "--b-run", str(tmp_path / "fold8")]) == 2
+    )
     assert f"{column}: " in (error := capsys.readouterr().err) and "different validation records" in error
     assert main(["compare", str(tmp_path), "--a", "x", "--b", "y"]) == 2
     assert "no results.json and no finished cell" in capsys.readouterr().err
     # A benchmark stopped part-way (no results.json yet) is compared on its finished cells, seeds counted.
     (out / "results.json").unlink()
     (name_0, seed_0), (name_1, _) = sorted(
-        (name, summary["val"]["auroc"]) for name, summary in results["cells"].items()
-        if summary["cell"]["method"] == "random-init" and summary["cell"]["lead_set"] == "all"
+        (name, summary["val"]["auroc"])
+        for name, summary in results["cells"].items()
+        if summary["cell"]["method"] == "random-init"
+        and summary["cell"]["lead_set"] == "all"
         and summary["cell"]["fraction"] == 1.0
-    )  # fmt: skip
+    )
     assert name_1 == name_0.removesuffix("0") + "1"
     for suffix in (".json", ".npz"):
         (out / "cells" / (name_1 + suffix)).unlink()
-    assert main(["compare", str(out), "--a", "random-init", "--b", "random-init · probe · lead I",
-                 "--columns", column, "--bootstrap", "100"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                "--a",
+                "random-init",
+                "--b",
+                "random-init · probe · lead I",
+                "--columns",
+                column,
+                "--bootstrap",
+                "100",
+            ]
+        )
+        == 0
+    )
     partial = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(f"| {column} |"))
     cells = [c.strip() for c in partial.split("|")[1:-1]]
     assert cells[1] == "1 / 2" and float(cells[3]) == pytest.approx(seed_0, abs=5e-5)
@@ -431,8 +514,9 @@ def test_benchmark_trains_a_named_pretraining_once_and_reuses_it(ptbxl_store, tm
         "core": {"pretrain": str(pretrain_yaml)},
         "core-again": {"pretrain": str(pretrain_yaml), "overrides": ["train.steps=2"]},  # resolves the same
     }
-    path = _write_benchmark(tmp_path, str(ptbxl_store), methods=methods, fractions=[1.0], seeds=[0],
-                            lead_sets={"all": "all"}, test=None)  # fmt: skip
+    path = _write_benchmark(
+        tmp_path, str(ptbxl_store), methods=methods, fractions=[1.0], seeds=[0], lead_sets={"all": "all"}, test=None
+    )
     messages: list[str] = []
     results = run_benchmark(load_benchmark_config(str(path)), str(tmp_path / "out"), log=messages.append)
     assert sum(m.startswith("pretraining ") for m in messages) == 1
@@ -476,52 +560,121 @@ def test_benchmark_config_errors_name_the_key(ptbxl_store, tmp_path):
 
 def test_a_benchmark_folder_of_another_settings_schema_is_refused_saying_what_changed(ptbxl_store, tmp_path):
     methods = {"random-init": {"random_init": "cpu", "crop_seconds": 2.5}}
-    path = _write_benchmark(tmp_path, str(ptbxl_store), fractions=[1.0], seeds=[0], lead_sets={"all": "all"},
-                            methods=methods, test=None)  # fmt: skip
+    path = _write_benchmark(
+        tmp_path, str(ptbxl_store), fractions=[1.0], seeds=[0], lead_sets={"all": "all"}, methods=methods, test=None
+    )
     out = tmp_path / "out"
     run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=quiet)
     saved = json.loads((out / "config.json").read_text())
     del saved["schema"]  # as written by schema 1
     (out / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match=r"config\.json was written under settings schema 1, this coreecg reads "
-                       r"schema 2 \(schema 2 made the PTB-XL protocol the defaults"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"config\.json was written under settings schema 1, this coreecg reads "
+        r"schema 2 \(schema 2 made the PTB-XL protocol the defaults",
+    ):
         run_benchmark(load_benchmark_config(str(path), ["probe.features=g"]), str(out), log=quiet)
 
 
 def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     encoder.save(str(tmp_path / "enc"))
-    code = main(["probe", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--task", TASK,
-                 "--train", "1-7", "--val", "9", "--fraction", "0.5", "--seeds", "0", "1",
-                 "--bootstrap", "20", "--out", str(tmp_path / "probe")])  # fmt: skip
+    code = main(
+        [
+            "probe",
+            "--encoder",
+            str(tmp_path / "enc"),
+            "--store",
+            str(ptbxl_store),
+            "--task",
+            TASK,
+            "--train",
+            "1-7",
+            "--val",
+            "9",
+            "--fraction",
+            "0.5",
+            "--seeds",
+            "0",
+            "1",
+            "--bootstrap",
+            "20",
+            "--out",
+            str(tmp_path / "probe"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"encoder · probe | {TASK} 50% | val: macro AUROC" in printed
     saved = json.loads((tmp_path / "probe" / "results.json").read_text())
     assert set(saved["aggregate"]["encoder · probe"]) == {f"{TASK} 50%"}
 
-    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--out",
-                 str(tmp_path / "emb")]) == 0  # fmt: skip
+    assert (
+        main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--out", str(tmp_path / "emb")])
+        == 0
+    )
     x = np.load(tmp_path / "emb" / "embeddings.npy")
     ids = (tmp_path / "emb" / "records.csv").read_text().splitlines()
     assert x.shape == (Store(str(ptbxl_store)).n_records, encoder.dim) and len(ids) == x.shape[0] + 1
     rows = np.arange(5)
     assert np.allclose(x[:5], record_embeddings(encoder, Store(str(ptbxl_store)), rows), atol=1e-6)
     # bf16 is an approximation of the same vectors: close (cosine), not the fp32 values themselves
-    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--precision", "bf16",
-                 "--out", str(tmp_path / "emb16")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "embed",
+                "--encoder",
+                str(tmp_path / "enc"),
+                "--store",
+                str(ptbxl_store),
+                "--precision",
+                "bf16",
+                "--out",
+                str(tmp_path / "emb16"),
+            ]
+        )
+        == 0
+    )
     x16 = np.load(tmp_path / "emb16" / "embeddings.npy")
     cosine = (x * x16).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(x16, axis=1)
     assert x16.dtype == np.float32 and cosine.min() > 0.999 and not np.allclose(x, x16, atol=1e-5)
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         record_embeddings(encoder, Store(str(ptbxl_store)), rows, precision="fp16")
     # g+time: g, then its time statistics; g+time+change (the probe's default) adds their change over time
-    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--features", "g+time",
-                 "--out", str(tmp_path / "emb-time")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "embed",
+                "--encoder",
+                str(tmp_path / "enc"),
+                "--store",
+                str(ptbxl_store),
+                "--features",
+                "g+time",
+                "--out",
+                str(tmp_path / "emb-time"),
+            ]
+        )
+        == 0
+    )
     with_time = np.load(tmp_path / "emb-time" / "embeddings.npy")
     assert with_time.shape == (x.shape[0], 3 * encoder.dim) and np.allclose(with_time[:, : encoder.dim], x, atol=1e-6)
     assert (with_time[:, encoder.dim : 2 * encoder.dim] >= 0).all()  # a std
-    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--features",
-                 "g+time+change", "--out", str(tmp_path / "emb-change")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "embed",
+                "--encoder",
+                str(tmp_path / "enc"),
+                "--store",
+                str(ptbxl_store),
+                "--features",
+                "g+time+change",
+                "--out",
+                str(tmp_path / "emb-change"),
+            ]
+        )
+        == 0
+    )
     with_change = np.load(tmp_path / "emb-change" / "embeddings.npy")
     assert with_change.shape == (x.shape[0], 4 * encoder.dim)
     assert np.allclose(with_change[:, : 3 * encoder.dim], with_time, atol=1e-6)
@@ -531,16 +684,58 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown features 'mean'"):
         record_embeddings(encoder, Store(str(ptbxl_store)), rows, features="mean")
 
-    assert main(["probe", "--random-init", "cpu", "--store", str(ptbxl_store), "--task", "nope",
-                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "probe",
+                "--random-init",
+                "cpu",
+                "--store",
+                str(ptbxl_store),
+                "--task",
+                "nope",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "no label set 'nope'" in capsys.readouterr().err
     assert main(["embed", "--random-init", "cpu", "--wfdb", str(PTBXL), "--out", str(tmp_path / "e2")]) == 2
     assert "--wfdb needs --encoder" in capsys.readouterr().err
-    assert main(["embed", "--encoder", str(tmp_path / "enc"), "--amplitude-token", "--store", str(ptbxl_store),
-                 "--out", str(tmp_path / "e3")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "embed",
+                "--encoder",
+                str(tmp_path / "enc"),
+                "--amplitude-token",
+                "--store",
+                str(ptbxl_store),
+                "--out",
+                str(tmp_path / "e3"),
+            ]
+        )
+        == 2
+    )
     assert "are for --random-init only" in capsys.readouterr().err
-    assert main(["probe", "--encoder", str(tmp_path / "enc"), "--amplitude-token", "--store", str(ptbxl_store),
-                 "--task", TASK, "--out", str(tmp_path / "p3")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "probe",
+                "--encoder",
+                str(tmp_path / "enc"),
+                "--amplitude-token",
+                "--store",
+                str(ptbxl_store),
+                "--task",
+                TASK,
+                "--out",
+                str(tmp_path / "p3"),
+            ]
+        )
+        == 2
+    )
     assert "are for --random-init only" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "--store", str(ptbxl_store), "--out", "x.csv"]) == 2
     assert "no coreecg classifier here" in capsys.readouterr().err
@@ -548,14 +743,36 @@ def test_cli_probe_embed_and_errors(ptbxl_store, encoder, tmp_path, capsys):
 
 def test_cli_finetune_names_the_classifiers_of_its_own_cells(ptbxl_store, encoder, tmp_path, capsys):
     encoder.save(str(tmp_path / "enc"))
-    command = ["finetune", "--encoder", str(tmp_path / "enc"), "--store", str(ptbxl_store), "--task", TASK,
-               "--train", "1-7", "--val", "9", "--fraction", "0.5", "--bootstrap", "20", "--out", str(tmp_path / "ft"),
-               "epochs=1", "batch_size=32", "min_steps_per_eval=3"]  # fmt: skip
+    command = [
+        "finetune",
+        "--encoder",
+        str(tmp_path / "enc"),
+        "--store",
+        str(ptbxl_store),
+        "--task",
+        TASK,
+        "--train",
+        "1-7",
+        "--val",
+        "9",
+        "--fraction",
+        "0.5",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(tmp_path / "ft"),
+        "epochs=1",
+        "batch_size=32",
+        "min_steps_per_eval=3",
+    ]
     assert main([*command, "--seeds", "0", "1"]) == 0
     capsys.readouterr()
     assert main([*command, "--seeds", "1"]) == 0  # reuses the seed-1 cell; seed 0's folder stays on disk
-    named = [line.split("classifier: ", 1)[1] for line in capsys.readouterr().out.splitlines()
-             if line.startswith("classifier: ")]  # fmt: skip
+    named = [
+        line.split("classifier: ", 1)[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("classifier: ")
+    ]
     assert len(named) == 1 and Path(named[0]).parent.name.endswith("__f0.5__s1")
     assert (Path(named[0]) / "config.json").is_file()
     assert len(os.listdir(tmp_path / "ft" / "models")) == 2

@@ -43,9 +43,33 @@ CPSC = CINC / "CPSC_CPSC-Extra" / "A0001"
 CONFIG = PrepConfig()
 
 # Tokens a hostile or damaged header carries in place of a real one.
-ODD_TOKENS = ["", "0", "-1", "1e15", "99999999999999999999", "0.0001", "nan", "inf", "-inf", "abc", "../x.dat",
-              "/etc/passwd", "-", "16+100000000000", "212", "8x2", "16:3", "1000(5)/uV", "0/mV", "1e400/mV",
-              "r.dat", "\x00", "é", "#", "x" * 300]  # fmt: skip
+ODD_TOKENS = [
+    "",
+    "0",
+    "-1",
+    "1e15",
+    "99999999999999999999",
+    "0.0001",
+    "nan",
+    "inf",
+    "-inf",
+    "abc",
+    "../x.dat",
+    "/etc/passwd",
+    "-",
+    "16+100000000000",
+    "212",
+    "8x2",
+    "16:3",
+    "1000(5)/uV",
+    "0/mV",
+    "1e400/mV",
+    "r.dat",
+    "\x00",
+    "é",
+    "#",
+    "x" * 300,
+]
 
 
 def _is_clean_outcome(source, key: str, folder: Path) -> str:
@@ -154,8 +178,9 @@ def encoder_folder(tmp_path_factory) -> Path:
     from coreecg.evaluation.features import random_encoder
 
     out = tmp_path_factory.mktemp("fuzz-store") / "store"
-    prepare_store(SOURCE_KINDS["synthetic"](records=12, fs=100.0, seconds=10.0, seed=0), str(out), CONFIG,
-                  log=lambda _: None)  # fmt: skip
+    prepare_store(
+        SOURCE_KINDS["synthetic"](records=12, fs=100.0, seconds=10.0, seed=0), str(out), CONFIG, log=lambda _: None
+    )
     folder = tmp_path_factory.mktemp("fuzz-encoder") / "encoder"
     random_encoder("cpu", Store(str(out)), crop_seconds=2.5, seed=0).save(str(folder))
     return folder

@@ -197,10 +197,24 @@ def test_numpy_containers_that_are_not_real_arrays_are_refused(tmp_path, capsys)
     (tmp_path / "pair.npz").rename(tmp_path / "saved-as.npy")
     np.save(tmp_path / "complex.npy", np.zeros((2, 12, 1000), dtype=np.complex64))
     np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object))
-    for name, reason in (("saved-as.npy", "not a readable .npy array"), ("complex.npy", "is not real numbers"),
-                         ("objects.npy", "not a readable .npy array")):  # fmt: skip
-        code = main(["prepare", "numpy", str(tmp_path / name), "--fs", "100", "--leads", leads, "--out",
-                     str(tmp_path / f"store-{name}")])  # fmt: skip
+    for name, reason in (
+        ("saved-as.npy", "not a readable .npy array"),
+        ("complex.npy", "is not real numbers"),
+        ("objects.npy", "not a readable .npy array"),
+    ):
+        code = main(
+            [
+                "prepare",
+                "numpy",
+                str(tmp_path / name),
+                "--fs",
+                "100",
+                "--leads",
+                leads,
+                "--out",
+                str(tmp_path / f"store-{name}"),
+            ]
+        )
         assert code == 2, name
         err = capsys.readouterr().err
         assert reason in err and name in err and "Traceback" not in err, err
@@ -223,8 +237,24 @@ def test_implausible_amplitudes_mask_their_lead_and_never_reach_the_store(tmp_pa
     assert np.abs(store.signals(0)).max() < 5
     assert "no usable lead: implausible:I" in (out / "rejects.csv").read_text()
     float16 = tmp_path / "half"
-    assert main(["prepare", "numpy", str(path), "--fs", "100", "--leads", leads, "--out", str(float16),
-                 "--dtype", "float16"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "numpy",
+                str(path),
+                "--fs",
+                "100",
+                "--leads",
+                leads,
+                "--out",
+                str(float16),
+                "--dtype",
+                "float16",
+            ]
+        )
+        == 0
+    )
     assert np.isfinite(Store(str(float16)).signals(0)).all()
 
 
@@ -266,15 +296,22 @@ def _broken_copies(saved: Path, root: Path) -> dict[str, tuple[Path, str]]:
     (case("truncated weights", "not a readable safetensors file") / "model.safetensors").write_bytes(weights[:5000])
     (case("empty weights", "not a readable safetensors file") / "model.safetensors").write_bytes(b"")
     state = load_file(str(saved / "model.safetensors"))
-    save_file({**state, "patch_embed.weight": torch.full_like(state["patch_embed.weight"], float("nan"))},
-              str(case("nan weights", "non-finite weights in patch_embed.weight") / "model.safetensors"))  # fmt: skip
-    save_file({k: v for k, v in state.items() if k != "norm.weight"},
-              str(case("missing tensor", "missing: norm.weight") / "model.safetensors"))  # fmt: skip
+    save_file(
+        {**state, "patch_embed.weight": torch.full_like(state["patch_embed.weight"], float("nan"))},
+        str(case("nan weights", "non-finite weights in patch_embed.weight") / "model.safetensors"),
+    )
+    save_file(
+        {k: v for k, v in state.items() if k != "norm.weight"},
+        str(case("missing tensor", "missing: norm.weight") / "model.safetensors"),
+    )
     _damage_config(case("other size", "wrong shape"), lambda c: c["encoder"].update(dim=64))
-    _damage_config(case("extra key", "unknown key 'encoder.dimm'; did you mean 'dim'?"),
-                   lambda c: c["encoder"].update(dimm=3))  # fmt: skip
-    _damage_config(case("wrong type", "encoder.depth: expected an integer, got 'four'"),
-                   lambda c: c["encoder"].update(depth="four"))  # fmt: skip
+    _damage_config(
+        case("extra key", "unknown key 'encoder.dimm'; did you mean 'dim'?"), lambda c: c["encoder"].update(dimm=3)
+    )
+    _damage_config(
+        case("wrong type", "encoder.depth: expected an integer, got 'four'"),
+        lambda c: c["encoder"].update(depth="four"),
+    )
     _damage_config(case("no preprocessing", "section 'preprocessing' is missing"), lambda c: c.pop("preprocessing"))
     _damage_config(case("bad crop", "crop_seconds must be a number"), lambda c: c.update(crop_seconds="long"))
     _damage_config(case("huge", "encoder dim 65536 is outside"), lambda c: c["encoder"].update(dim=65536))
@@ -358,8 +395,22 @@ def test_small_command_line_slips_get_a_clear_line(tmp_path, capsys):
     assert main(["prepare", "wfdb", str(PTBXL), "--out", str(out), "--shard", "-1/4"]) == 2
     assert "--shard -1/4: need 0 <= i < n" in capsys.readouterr().err
     np.save(tmp_path / "a.npy", np.zeros((2, 12, 1000)))
-    assert main(["prepare", "numpy", str(tmp_path / "a.npy"), "--fs", "0", "--leads", "I,II,III,aVR,aVL,aVF,V1,V2,"
-                 "V3,V4,V5,V6", "--out", str(out)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "numpy",
+                str(tmp_path / "a.npy"),
+                "--fs",
+                "0",
+                "--leads",
+                "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "--fs 0: a sampling rate must be" in capsys.readouterr().err
     assert main(["pretrain", "--store", "x", "--out", str(tmp_path / "r"), "train.lr_max=1"]) == 2
     assert "unknown key 'train.lr_max'; did you mean 'lr'?" in capsys.readouterr().err
@@ -384,8 +435,23 @@ def test_embedding_a_folder_without_a_usable_record_names_the_folder_and_the_rea
 
 def test_damaged_benchmark_cells_are_named_and_computed_again(tmp_path, capsys):
     out = tmp_path / "probe"
-    args = ["probe", "--random-init", "cpu", "--store", str(_synthetic(tmp_path)), "--task", "condition",
-            "--train", "1-8", "--val", "9", "--bootstrap", "20", "--out", str(out)]  # fmt: skip
+    args = [
+        "probe",
+        "--random-init",
+        "cpu",
+        "--store",
+        str(_synthetic(tmp_path)),
+        "--task",
+        "condition",
+        "--train",
+        "1-8",
+        "--val",
+        "9",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     first = json.loads((out / "results.json").read_text())
     (cell,) = sorted((out / "cells").glob("*.npz"))

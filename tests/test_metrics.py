@@ -81,8 +81,9 @@ def test_paired_difference_equals_differences_of_materialized_resamples():
     plain = []
     for _ in range(200):  # the same draws, scored the plain way, A and B on each resample
         rows = rng.integers(0, len(labels), len(labels))
-        plain.append(np.nanmean(auroc_columns(labels[rows], scores[rows]))
-                     - np.nanmean(auroc_columns(labels[rows], other[rows])))  # fmt: skip
+        plain.append(
+            np.nanmean(auroc_columns(labels[rows], scores[rows])) - np.nanmean(auroc_columns(labels[rows], other[rows]))
+        )
     assert fast.ci95 == pytest.approx((np.percentile(plain, 2.5), np.percentile(plain, 97.5)), abs=1e-12)
     assert fast.share_not_above == pytest.approx(np.mean(np.array(plain) <= 0))
     assert fast.difference == pytest.approx(macro_auroc(labels, scores).value - macro_auroc(labels, other).value)

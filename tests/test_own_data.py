@@ -26,8 +26,26 @@ def _numpy_store(tmp_path, records: int = 90, patients: int = 30):
     lines = ["id,patient_id,a,b"] + [f"r{i},p{patient[i]},{a[i]},{b[i]}" for i in range(records)]
     (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "store"
-    assert main(["prepare", "numpy", str(tmp_path / "x.npy"), "--fs", "100", "--leads", LEADS, "--meta",
-                 str(tmp_path / "meta.csv"), "--label-set", "dx", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "numpy",
+                str(tmp_path / "x.npy"),
+                "--fs",
+                "100",
+                "--leads",
+                LEADS,
+                "--meta",
+                str(tmp_path / "meta.csv"),
+                "--label-set",
+                "dx",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -52,8 +70,25 @@ def test_split_keeps_patients_together_and_every_command_agrees_on_it(tmp_path, 
     assert "already split" in capsys.readouterr().err
     assert main(["split", str(out), "--val", "0.2", "--test", "0.2", "--seed", "3", "--force"]) == 0
     assert (Store(str(out)).records["split"] == records["split"]).all()  # seeded: the same split again
-    code = main(["probe", "--random-init", "cpu", "--crop-seconds", "2.5", "--store", str(out), "--task", "dx",
-                 "--test", "test", "--bootstrap", "20", "--out", str(tmp_path / "probe")])  # fmt: skip
+    code = main(
+        [
+            "probe",
+            "--random-init",
+            "cpu",
+            "--crop-seconds",
+            "2.5",
+            "--store",
+            str(out),
+            "--task",
+            "dx",
+            "--test",
+            "test",
+            "--bootstrap",
+            "20",
+            "--out",
+            str(tmp_path / "probe"),
+        ]
+    )
     assert code == 0
     assert main(["split", str(out), "--val", "0.6", "--test", "0.5", "--force"]) == 2
 
@@ -86,8 +121,14 @@ def test_onnx_export_of_an_encoder_and_a_classifier_matches_pytorch(tmp_path, ca
     contract = json.loads((tmp_path / "enc.onnx.json").read_text())
     assert contract["crop_samples"] == 250 and contract["rate_hz"] == 100.0 and contract["lead_order"][6] == "V1"
     classifier = classifier_from_encoder(load_encoder(str(tmp_path / "enc")), ["a", "b", "c"], drop_path=0.0)
-    save_classifier(classifier, str(tmp_path / "clf"), PrepConfig(), 2.5, Amplitude(),
-                    {"task": "t", "leads": None, "thresholds": [0.5, 0.4, 0.3]})  # fmt: skip
+    save_classifier(
+        classifier,
+        str(tmp_path / "clf"),
+        PrepConfig(),
+        2.5,
+        Amplitude(),
+        {"task": "t", "leads": None, "thresholds": [0.5, 0.4, 0.3]},
+    )
     assert main(["export", str(tmp_path / "clf"), "--out", str(tmp_path / "clf.onnx")]) == 0
     probabilities = onnxruntime.InferenceSession(str(tmp_path / "clf.onnx")).run(None, inputs)[0]
     with torch.no_grad():

@@ -119,8 +119,11 @@ def _malformed_corpus(folder):
     write("odd_rate", [header[0].replace(" 100 ", " 314.159265 "), *header[1:]])
     write("unknown_leads", [header[0]] + [line.rsplit(" ", 1)[0] + f" X{i}" for i, line in enumerate(header[1:])])
     flat = np.zeros((1000, 12), dtype="<i2").tobytes()
-    write("all_flat", [line.rsplit(" ", 3)[0] + " 0 0 " + line.rsplit(" ", 1)[1] if i else line
-                       for i, line in enumerate(header)], flat)  # fmt: skip
+    write(
+        "all_flat",
+        [line.rsplit(" ", 3)[0] + " 0 0 " + line.rsplit(" ", 1)[1] if i else line for i, line in enumerate(header)],
+        flat,
+    )
     nan = np.full((1000, 12), -32768, dtype="<i2").tobytes()
     write("all_nan", header, nan)
     (folder / "empty.hea").write_text("")
@@ -160,8 +163,25 @@ def test_cli_prepare_and_inspect(tmp_path, capsys):
     np.save(tmp_path / "x.npy", array)
     (tmp_path / "meta.csv").write_text("id,fold,AF\na,1,1\nb,1,0\nc,9,1\nd,9,0\n")
     out = tmp_path / "store"
-    argv = ["prepare", "numpy", str(tmp_path / "x.npy"), "--out", str(out), "--fs", "250", "--leads", "I,II,V2",
-            "--meta", str(tmp_path / "meta.csv"), "--label-set", "af", "--rate", "125", "--workers", "1"]  # fmt: skip
+    argv = [
+        "prepare",
+        "numpy",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(out),
+        "--fs",
+        "250",
+        "--leads",
+        "I,II,V2",
+        "--meta",
+        str(tmp_path / "meta.csv"),
+        "--label-set",
+        "af",
+        "--rate",
+        "125",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     store = Store(str(out))
     assert store.n_records == 4 and store.fs == 125 and store.config.segment_samples == 1250

@@ -18,8 +18,9 @@ def _record(signal, fs=500.0, leads=None, path="synthetic.hea") -> RawRecord:
 def _sines(fs=500.0, seconds=10.0, freqs=(1.0, 5.0), leads=12, seed=0):
     t = np.arange(int(fs * seconds)) / fs
     rng = np.random.default_rng(seed)
-    return np.stack([sum(rng.uniform(0.2, 1) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in freqs)
-                     for _ in range(leads)])  # fmt: skip
+    return np.stack(
+        [sum(rng.uniform(0.2, 1) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in freqs) for _ in range(leads)]
+    )
 
 
 def test_resampling_ratio():

@@ -113,8 +113,9 @@ def test_baseline_mask_modes():
     assert torch.equal(time_only.any(2), lead_mask)  # no lead dropped
     lead_only = make_mask("lead", lead_mask, n_time, ratio=0.6, time_ratio=0.5, lead_probability=0.5)
     assert (lead_only.all(2) == lead_only.any(2)).all()  # a lead is all visible or all masked
-    assert torch.equal(make_mask("none", lead_mask, n_time, ratio=0, time_ratio=0, lead_probability=0).any(2),
-                       lead_mask)  # fmt: skip
+    assert torch.equal(
+        make_mask("none", lead_mask, n_time, ratio=0, time_ratio=0, lead_probability=0).any(2), lead_mask
+    )
     with pytest.raises(ValueError, match="unknown mask mode"):
         make_mask("stripes", lead_mask, n_time, ratio=0, time_ratio=0, lead_probability=0)
 
@@ -177,9 +178,15 @@ def _change_near_pulse(smooth_bins: int, phase_scale: float = 1.0) -> float:
     x = _pulse_batch()
     mask = torch.ones(16, 12, dtype=torch.bool)
     out = frequency_dynamic_augmentation(
-        x, mask, strength_max=1.0, drop_rate=0.2, strength=torch.ones(16),
-        generator=torch.Generator().manual_seed(7), smooth_bins=smooth_bins, phase_scale=phase_scale,
-    )  # fmt: skip
+        x,
+        mask,
+        strength_max=1.0,
+        drop_rate=0.2,
+        strength=torch.ones(16),
+        generator=torch.Generator().manual_seed(7),
+        smooth_bins=smooth_bins,
+        phase_scale=phase_scale,
+    )
     change = (out - x).pow(2).sum((0, 1))
     return float(change[250 - 60 : 250 + 60].sum() / change.sum())
 

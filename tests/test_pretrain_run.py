@@ -30,17 +30,34 @@ from coreecg.readers.base import read_wfdb_record
 from coreecg.store import Store
 from tests.conftest import PTBXL, quiet
 
-SMALL_MODEL = {"preset": "cpu", "dim": 32, "depth": 2, "heads": 2, "decoder_dim": 32, "decoder_depth": 1,
-               "decoder_heads": 2, "projection_hidden": 64, "projection_dim": 32}  # fmt: skip
+SMALL_MODEL = {
+    "preset": "cpu",
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "decoder_dim": 32,
+    "decoder_depth": 1,
+    "decoder_heads": 2,
+    "projection_hidden": 64,
+    "projection_dim": 32,
+}
 
 
 def small_config(store, **sections) -> dict:
     base = {
         "model": SMALL_MODEL,
         "data": {"store": str(store), "crop_seconds": 2.5, "splits": ["train"]},
-        "train": {"steps": 6, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "log_every": 1,
-                  "checkpoint_every": 100, "progress": False, "threads": 2},
-    }  # fmt: skip
+        "train": {
+            "steps": 6,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "warmup_steps": 2,
+            "log_every": 1,
+            "checkpoint_every": 100,
+            "progress": False,
+            "threads": 2,
+        },
+    }
     return deep_merge(base, sections)
 
 
@@ -75,8 +92,11 @@ def test_interrupted_run_resumes_exactly(finished_run, ptbxl_store, tmp_path):
 
 
 def test_resume_refuses_a_changed_config(finished_run, ptbxl_store):
-    config = small_config(ptbxl_store, probe={"label_set": "superdiagnostic", "eval_every": 3, "max_records": 20},
-                          objective={"temperature": 0.5})  # fmt: skip
+    config = small_config(
+        ptbxl_store,
+        probe={"label_set": "superdiagnostic", "eval_every": 3, "max_records": 20},
+        objective={"temperature": 0.5},
+    )
     with pytest.raises(ValueError, match=r"different config \(objective.temperature: 0.2 -> 0.5\)"):
         pretrain(config, str(finished_run), log=quiet)
 
@@ -186,9 +206,13 @@ def test_load_encoder_embeds_raw_wfdb_like_the_store(finished_run, ptbxl_store):
 
 
 def test_amplitude_settings_train_and_are_saved_with_the_encoder(ptbxl_store, tmp_path):
-    config = small_config(ptbxl_store, data={"scale_mv": 0.2, "amplitude_kept": 0.5}, train={"steps": 2},
-                          model={**SMALL_MODEL, "amplitude_token": True},
-                          probe={"label_set": "superdiagnostic", "eval_every": 2, "max_records": 20})  # fmt: skip
+    config = small_config(
+        ptbxl_store,
+        data={"scale_mv": 0.2, "amplitude_kept": 0.5},
+        train={"steps": 2},
+        model={**SMALL_MODEL, "amplitude_token": True},
+        probe={"label_set": "superdiagnostic", "eval_every": 2, "max_records": 20},
+    )
     result = pretrain(config, str(tmp_path / "fixed"), log=quiet)
     assert result.finished and np.isfinite(result.last["loss"])
     loaded = coreecg.load_encoder(str(tmp_path / "fixed"))
@@ -205,8 +229,13 @@ def test_amplitude_jitter_draws_each_views_amplitude_on_a_log_scale(ptbxl_store)
     ratio = torch.log(views[0].record_std / std)
     assert abs(float(ratio.std()) - 0.3) < 0.02 and abs(float(ratio.mean())) < 0.02
     assert not torch.allclose(views[0].record_std, views[1].record_std)
-    plain = make_views(torch.randn(4, 12, 500), torch.ones(4, 12, dtype=torch.bool), resolve(small_config(
-        ptbxl_store, model=model)), 100.0, std[:4])  # fmt: skip
+    plain = make_views(
+        torch.randn(4, 12, 500),
+        torch.ones(4, 12, dtype=torch.bool),
+        resolve(small_config(ptbxl_store, model=model)),
+        100.0,
+        std[:4],
+    )
     assert all(torch.equal(v.record_std, std[:4]) for v in plain)
     with pytest.raises(ValueError, match=r"augment\.amplitude_jitter needs model\.amplitude_token"):
         resolve(small_config(ptbxl_store, augment={"amplitude_jitter": 0.3}))
@@ -253,8 +282,11 @@ def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
     """CinC records come from six collections at several rates and lengths; longer ones are several segments."""
     store = Store(str(cinc_store))
     assert store.n_segments > store.n_records
-    result = pretrain(small_config(cinc_store, data={"splits": None}, train={"steps": 2, "batch_size": 8}),
-                      str(tmp_path / "cinc"), log=quiet)  # fmt: skip
+    result = pretrain(
+        small_config(cinc_store, data={"splits": None}, train={"steps": 2, "batch_size": 8}),
+        str(tmp_path / "cinc"),
+        log=quiet,
+    )
     assert result.finished and np.isfinite(result.last["loss"])
 
 
@@ -328,13 +360,39 @@ def test_ddp_two_processes_equal_one_process_with_twice_the_batch(ptbxl_store, t
 
 def test_torchrun_with_two_cpu_processes(ptbxl_store, tmp_path):
     run = tmp_path / "torchrun"
-    overrides = ["model.preset=cpu", "model.dim=32", "model.depth=1", "model.heads=2", "model.decoder_dim=32",
-                 "model.decoder_depth=1", "model.decoder_heads=2", "data.crop_seconds=2.5", "train.steps=3",
-                 "train.batch_size=8", "train.warmup_steps=1", "train.progress=false", "train.threads=1",
-                 "train.device=cpu"]  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "coreecg", "pretrain", "--store", str(ptbxl_store), "--out", str(run),
-               *overrides]  # fmt: skip
+    overrides = [
+        "model.preset=cpu",
+        "model.dim=32",
+        "model.depth=1",
+        "model.heads=2",
+        "model.decoder_dim=32",
+        "model.decoder_depth=1",
+        "model.decoder_heads=2",
+        "data.crop_seconds=2.5",
+        "train.steps=3",
+        "train.batch_size=8",
+        "train.warmup_steps=1",
+        "train.progress=false",
+        "train.threads=1",
+        "train.device=cpu",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "coreecg",
+        "pretrain",
+        "--store",
+        str(ptbxl_store),
+        "--out",
+        str(run),
+        *overrides,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

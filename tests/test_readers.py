@@ -35,13 +35,18 @@ def test_ptbxl_record_and_metadata(ptbxl):
     assert record.labels["rhythm"] == ["SR"] and record.labels["form"] == ["LVOLT"]
 
 
-@pytest.mark.parametrize(("ours", "merl"), [("superdiagnostic", "super_class"), ("subdiagnostic", "sub_class"),
-                                           ("form", "form"), ("rhythm", "rhythm")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ours", "merl"),
+    [("superdiagnostic", "super_class"), ("subdiagnostic", "sub_class"), ("form", "form"), ("rhythm", "rhythm")],
+)
 def test_ptbxl_aggregation_matches_benchmark_tables(ptbxl, ours, merl):
     """Our label aggregation reproduces the published benchmark tables, record by record."""
     tables = _merl_rows(merl)
-    classes = [c for c in next(iter(tables.values())) if c not in
-               ("ecg_id", "patient_id", "strat_fold", "filename_lr", "filename_hr", merl)]  # fmt: skip
+    classes = [
+        c
+        for c in next(iter(tables.values()))
+        if c not in ("ecg_id", "patient_id", "strat_fold", "filename_lr", "filename_hr", merl)
+    ]
     compared = 0
     for key in ptbxl.record_keys():
         if key not in tables:
@@ -125,8 +130,10 @@ def write_code15(folder, n=3, seed=0) -> np.ndarray:
         handle["tracings"] = tracings
         handle["exam_id"] = np.array([*range(101, 101 + n), 0])
     rows = ["exam_id,age,is_male,1dAVb,RBBB,LBBB,SB,ST,AF,patient_id"]
-    rows += [f"{101 + i},{50 + i},{'True' if i % 2 else 'False'},False,{i == 1},False,False,False,{i == 2},{7 + i}"
-             for i in range(n)]  # fmt: skip
+    rows += [
+        f"{101 + i},{50 + i},{'True' if i % 2 else 'False'},False,{i == 1},False,False,False,{i == 2},{7 + i}"
+        for i in range(n)
+    ]
     (folder / "exams.csv").write_text("\n".join(rows) + "\n")
     return tracings
 

@@ -57,12 +57,28 @@ def run(ptbxl_store, tmp_path_factory) -> Path:
 
 
 def _pretrain_args(store: Path, out: Path, **train) -> list[str]:
-    model = {"model.preset": "cpu", "model.dim": 32, "model.depth": 2, "model.heads": 2, "model.decoder_dim": 32,
-             "model.decoder_depth": 1, "model.decoder_heads": 2, "model.projection_hidden": 64,
-             "model.projection_dim": 32}  # fmt: skip
-    settings = {"data.crop_seconds": 2.5, "data.splits": "[train]", "train.batch_size": 16, "train.lr": 3e-3,
-                "train.warmup_steps": 2, "train.log_every": 1, "train.checkpoint_every": 100,
-                "train.progress": "false", "train.threads": 1}  # fmt: skip
+    model = {
+        "model.preset": "cpu",
+        "model.dim": 32,
+        "model.depth": 2,
+        "model.heads": 2,
+        "model.decoder_dim": 32,
+        "model.decoder_depth": 1,
+        "model.decoder_heads": 2,
+        "model.projection_hidden": 64,
+        "model.projection_dim": 32,
+    }
+    settings = {
+        "data.crop_seconds": 2.5,
+        "data.splits": "[train]",
+        "train.batch_size": 16,
+        "train.lr": 3e-3,
+        "train.warmup_steps": 2,
+        "train.log_every": 1,
+        "train.checkpoint_every": 100,
+        "train.progress": "false",
+        "train.threads": 1,
+    }
     settings |= {f"train.{k}": v for k, v in train.items()}
     return ["pretrain", "--store", str(store), "--out", str(out)] + [f"{k}={v}" for k, v in (model | settings).items()]
 
@@ -99,22 +115,34 @@ def test_no_command_runs_code_from_a_planted_pickle(run, ptbxl_store, tmp_path, 
 
 def test_the_source_never_unpickles():
     pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|allow_pickle\s*=\s*True|read_pickle|weights_only\s*=\s*False")
-    offenders = [f"{p}:{i}" for p in SRC.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
-                 if pattern.search(line)]  # fmt: skip
+    offenders = [
+        f"{p}:{i}"
+        for p in SRC.rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []
 
 
 def test_state_files_round_trip_and_refuse_damage(tmp_path):
-    state = {"step": 3, "w": torch.arange(6.0).reshape(2, 3), "pairs": {0: (1, 2.5), "k": None},
-             "best": float("-inf"), "rng": [torch.get_rng_state()]}  # fmt: skip
+    state = {
+        "step": 3,
+        "w": torch.arange(6.0).reshape(2, 3),
+        "pairs": {0: (1, 2.5), "k": None},
+        "best": float("-inf"),
+        "rng": [torch.get_rng_state()],
+    }
     path = tmp_path / "state.safetensors"
     save_state(str(path), state)
     back = load_state(str(path))
     assert back["step"] == 3 and torch.equal(back["w"], state["w"]) and back["pairs"] == {0: (1, 2.5), "k": None}
     assert back["best"] == float("-inf") and torch.equal(back["rng"][0], state["rng"][0])
     data = path.read_bytes()
-    damages = [(data[: len(data) // 2], "not a readable"), (b"", "not a readable"),
-               (data.replace(b"coreecg-state", b"coreecg-other"), "not a coreecg state file")]  # fmt: skip
+    damages = [
+        (data[: len(data) // 2], "not a readable"),
+        (b"", "not a readable"),
+        (data.replace(b"coreecg-state", b"coreecg-other"), "not a coreecg state file"),
+    ]
     for damaged, reason in damages:
         path.write_bytes(damaged)
         with pytest.raises(StateFileError, match=reason):
@@ -151,8 +179,9 @@ def test_ctrl_c_then_the_same_command_gives_the_uninterrupted_weights(ptbxl_stor
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(command + _pretrain_args(ptbxl_store, whole, steps=12), capture_output=True, env=env)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    process = subprocess.Popen(command + _pretrain_args(ptbxl_store, split, steps=12), stderr=subprocess.PIPE,
-                               env=env, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command + _pretrain_args(ptbxl_store, split, steps=12), stderr=subprocess.PIPE, env=env, text=True
+    )
     for line in process.stderr:  # interrupt once it is training, mid-run
         if line.startswith("step 3/"):
             process.send_signal(signal.SIGINT)

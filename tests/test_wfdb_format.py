@@ -45,9 +45,16 @@ def test_sample_formats_match_wfdb(tmp_path, fmt):
     if fmt == "80":
         digital //= 20
     wfdb.wrsamp(
-        "rec", fs=250, units=["mV"] * 3, sig_name=["I", "II", "V1"], d_signal=digital,
-        fmt=[fmt] * 3, adc_gain=[200.0] * 3, baseline=[5, 0, -3], write_dir=str(tmp_path),
-    )  # fmt: skip
+        "rec",
+        fs=250,
+        units=["mV"] * 3,
+        sig_name=["I", "II", "V1"],
+        d_signal=digital,
+        fmt=[fmt] * 3,
+        adc_gain=[200.0] * 3,
+        baseline=[5, 0, -3],
+        write_dir=str(tmp_path),
+    )
     reference, _ = wfdb.rdsamp(str(tmp_path / "rec"))
     np.testing.assert_allclose(_ours(str(tmp_path / "rec")), reference.T, atol=1e-9)
 
@@ -117,7 +124,16 @@ def test_checksum_mismatch_is_flagged(tmp_path):
 def test_invalid_sample_value_becomes_nan(tmp_path):
     digital = np.arange(600, dtype=np.int64).reshape(300, 2)
     digital[10, 1] = -32768
-    wfdb.wrsamp("nan", fs=100, units=["mV", "mV"], sig_name=["I", "II"], d_signal=digital, fmt=["16", "16"],
-                adc_gain=[100.0, 100.0], baseline=[0, 0], write_dir=str(tmp_path))  # fmt: skip
+    wfdb.wrsamp(
+        "nan",
+        fs=100,
+        units=["mV", "mV"],
+        sig_name=["I", "II"],
+        d_signal=digital,
+        fmt=["16", "16"],
+        adc_gain=[100.0, 100.0],
+        baseline=[0, 0],
+        write_dir=str(tmp_path),
+    )
     signal, _ = read_signals(parse_header(str(tmp_path / "nan.hea")))
     assert np.isnan(signal[1, 10]) and np.isfinite(np.delete(signal[1], 10)).all()

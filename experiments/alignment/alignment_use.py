@@ -54,10 +54,16 @@ def reconstruction_by_condition(run_dir: str, split: str, batches: int, batch_si
                 loss = float(model.reconstruction_loss(view, encoded[i], batch["lead_mask"], None))
                 losses = dict.fromkeys(CONDITIONS, loss)
             else:
-                conds = (other, other.roll(1, dims=0), other.mean(0, keepdim=True).expand_as(other),
-                         torch.zeros_like(other))  # fmt: skip
-                losses = {name: float(model.reconstruction_loss(view, encoded[i], batch["lead_mask"], cond))
-                          for name, cond in zip(CONDITIONS, conds, strict=True)}  # fmt: skip
+                conds = (
+                    other,
+                    other.roll(1, dims=0),
+                    other.mean(0, keepdim=True).expand_as(other),
+                    torch.zeros_like(other),
+                )
+                losses = {
+                    name: float(model.reconstruction_loss(view, encoded[i], batch["lead_mask"], cond))
+                    for name, cond in zip(CONDITIONS, conds, strict=True)
+                }
             for name, loss in losses.items():
                 totals[name] += loss / (2 * len(starts))
     return {"steps": state["step"], "align": config.objective.align, **totals}

@@ -46,8 +46,11 @@ def main() -> None:
         else:
             encoder = load_encoder(args.encoder)
         check_compatible(encoder.preprocessing, store)
-        selections = [select(store, task, args.train, args.val, None, args.fraction, seed)
-                      for task in args.tasks for seed in args.seeds]  # fmt: skip
+        selections = [
+            select(store, task, args.train, args.val, None, args.fraction, seed)
+            for task in args.tasks
+            for seed in args.seeds
+        ]
     except (OSError, ValueError, StoreError) as error:
         parser.error(str(error))
     model = encoder.encoder
@@ -73,9 +76,15 @@ def main() -> None:
 
             outcome = probe_selection(embed, selection)
             score = macro_auroc(selection.val.labels, outcome.val_probabilities, selection.val.classes)
-            line = {"features": name, "task": selection.task, "fraction": selection.fraction, "seed": selection.seed,
-                    "val_macro_auroc": round(score.value, 4), "c": outcome.chosen["c"],
-                    "seconds": round(time.perf_counter() - start)}  # fmt: skip
+            line = {
+                "features": name,
+                "task": selection.task,
+                "fraction": selection.fraction,
+                "seed": selection.seed,
+                "val_macro_auroc": round(score.value, 4),
+                "c": outcome.chosen["c"],
+                "seconds": round(time.perf_counter() - start),
+            }
             print(json.dumps(line), flush=True)
 
 

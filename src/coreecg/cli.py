@@ -47,9 +47,13 @@ def _add_prepare(commands) -> None:
         "--segment-seconds", type=float, default=defaults.segment_seconds, help="segment length (%(default)s s)"
     )
     parser.add_argument(
-        "--band", type=float, nargs=2, metavar=("LOW", "HIGH"), default=[defaults.band_low, defaults.band_high],
+        "--band",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=[defaults.band_low, defaults.band_high],
         help="band-pass edges in Hz (%(default)s); LOW 0 gives a low-pass",
-    )  # fmt: skip
+    )
     parser.add_argument("--dtype", choices=["float32", "float16"], default=defaults.dtype)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (%(default)s)")
     parser.add_argument("--shard-size", type=int, default=1000, help="records per shard (%(default)s)")
@@ -150,10 +154,14 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(manifest, indent=1))
         return 0
     config = store.config
-    print(f"{store.path}: {manifest['stored']} records stored, {manifest['rejected']} rejected "
-          f"(of {manifest['records_in']}), {manifest['segments']} segments")  # fmt: skip
-    print(f"  {config.fs:g} Hz, {config.segment_seconds:g} s segments, band {config.band_low}-{config.band_high} Hz, "
-          f"{config.dtype}, settings hash {store.config_hash}")  # fmt: skip
+    print(
+        f"{store.path}: {manifest['stored']} records stored, {manifest['rejected']} rejected "
+        f"(of {manifest['records_in']}), {manifest['segments']} segments"
+    )
+    print(
+        f"  {config.fs:g} Hz, {config.segment_seconds:g} s segments, band {config.band_low}-{config.band_high} Hz, "
+        f"{config.dtype}, settings hash {store.config_hash}"
+    )
     print(f"  source: {manifest['source']}")
     for name, info in manifest["label_sets"].items():
         print(f"  label set {name}: {len(info['classes'])} classes, {info['labelled']} records labelled")
@@ -163,8 +171,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"coreecg inspect: damaged: {problem}", file=sys.stderr)
     if problems:
-        print(f"coreecg inspect: {len(problems)} problem(s); re-run the coreecg prepare command that made the store "
-              "to repair it", file=sys.stderr)  # fmt: skip
+        print(
+            f"coreecg inspect: {len(problems)} problem(s); re-run the coreecg prepare command that made the store "
+            "to repair it",
+            file=sys.stderr,
+        )
         return 2
     print("  files: " + ("sizes and SHA-256 match the manifest" if args.verify else "sizes match the manifest"))
     return 0
@@ -276,8 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_split(commands)
     _add_pretrain(commands)
     _add_demo(commands)
-    runners = {"prepare": run_prepare, "inspect": run_inspect, "split": run_split, "pretrain": run_pretrain,
-               "demo": run_demo_command}  # fmt: skip
+    runners = {
+        "prepare": run_prepare,
+        "inspect": run_inspect,
+        "split": run_split,
+        "pretrain": run_pretrain,
+        "demo": run_demo_command,
+    }
     runners |= add_transfer_commands(commands)
     args, extra = parser.parse_known_args(_attach_dashed_values(sys.argv[1:] if argv is None else argv))
     settings = next((name for name in KEY_VALUE_LISTS if hasattr(args, name)), None)
@@ -292,17 +308,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coreecg {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = {"prepare": "finished shards are kept", "pretrain": "the last checkpoint is kept",
-                "benchmark": "finished cells are kept", "probe": "finished cells are kept",
-                "finetune": "finished cells are kept"}.get(args.command, "nothing was written")  # fmt: skip
+        kept = {
+            "prepare": "finished shards are kept",
+            "pretrain": "the last checkpoint is kept",
+            "benchmark": "finished cells are kept",
+            "probe": "finished cells are kept",
+            "finetune": "finished cells are kept",
+        }.get(args.command, "nothing was written")
         print(f"coreecg {args.command}: interrupted; {kept}, re-run to resume", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not bad input: one line that says so; COREECG_TRACEBACK=1 shows where
         if os.environ.get("COREECG_TRACEBACK"):
             raise
-        print(f"coreecg {args.command}: internal error ({type(error).__name__}: {_one_line(error)}); this is a bug "
-              "in coreecg, please report it with the output of the same command run with COREECG_TRACEBACK=1",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"coreecg {args.command}: internal error ({type(error).__name__}: {_one_line(error)}); this is a bug "
+            "in coreecg, please report it with the output of the same command run with COREECG_TRACEBACK=1",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -34,20 +34,32 @@ def _add_encoder_source(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--random-init", metavar="PRESET", help="an untrained encoder of this size (cpu, tiny, ...)")
     parser.add_argument("--crop-seconds", type=float, default=5.0, help="crop length of a --random-init encoder")
-    parser.add_argument("--scale-mv", type=float, help="fixed amplitude (mV) of a --random-init encoder's "
-                        "normalization (default: each record over its own std)")  # fmt: skip
-    parser.add_argument("--amplitude-kept", type=float, help="with --scale-mv: share of each record's amplitude "
-                        "kept, on a log scale, in (0, 1] (default 1)")  # fmt: skip
-    parser.add_argument("--amplitude-token", action="store_true", help="a --random-init encoder with the record-"
-                        "amplitude token (baseline for encoders trained with model.amplitude_token)")  # fmt: skip
+    parser.add_argument(
+        "--scale-mv",
+        type=float,
+        help="fixed amplitude (mV) of a --random-init encoder's normalization (default: each record over its own std)",
+    )
+    parser.add_argument(
+        "--amplitude-kept",
+        type=float,
+        help="with --scale-mv: share of each record's amplitude kept, on a log scale, in (0, 1] (default 1)",
+    )
+    parser.add_argument(
+        "--amplitude-token",
+        action="store_true",
+        help="a --random-init encoder with the record-"
+        "amplitude token (baseline for encoders trained with model.amplitude_token)",
+    )
 
 
 def _refuse_random_init_options(args: argparse.Namespace) -> None:
     """A saved encoder carries its own normalization and token: say so rather than ignore the options."""
     random_only = (args.scale_mv, args.amplitude_kept, args.amplitude_token or None)
     if args.encoder and any(value is not None for value in random_only):
-        raise ValueError("--scale-mv, --amplitude-kept and --amplitude-token are for --random-init only "
-                         f"(the encoder in {args.encoder} carries its own)")  # fmt: skip
+        raise ValueError(
+            "--scale-mv, --amplitude-kept and --amplitude-token are for --random-init only "
+            f"(the encoder in {args.encoder} carries its own)"
+        )
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -56,10 +68,20 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", default="train", help="train part: a split name or folds such as 1-8")
     parser.add_argument("--val", default="val", help="validation part (all selection happens here)")
     parser.add_argument("--test", help="test part, scored once per model after selection (default: none)")
-    parser.add_argument("--fraction", type=float, nargs="+", default=[1.0],
-                        help="label fraction(s) of the train part, drawn by iterative stratification")  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="seeds (label-fraction draws and, for fine-tuning, initialization)")  # fmt: skip
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="label fraction(s) of the train part, drawn by iterative stratification",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds (label-fraction draws and, for fine-tuning, initialization)",
+    )
     parser.add_argument("--leads", default="all", help="lead subset, e.g. I or I,II or limb (default: all 12)")
     parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for 95 %% CIs")
@@ -81,9 +103,13 @@ def _add_probe(commands) -> None:
     _add_encoder_source(parser)
     _add_selection(parser)
     parser.add_argument("--cs", type=float, nargs="+", help="C grid (default 1e-4 … 1000 in half decades)")
-    parser.add_argument("--features", choices=FEATURES, default=PROBE_FEATURES_DEFAULT,
-                        help="probe features: g; g+time (g, then its std and max over time); g+time+change (those, "
-                        "then their mean absolute change between adjacent time positions; the default)")  # fmt: skip
+    parser.add_argument(
+        "--features",
+        choices=FEATURES,
+        default=PROBE_FEATURES_DEFAULT,
+        help="probe features: g; g+time (g, then its std and max over time); g+time+change (those, "
+        "then their mean absolute change between adjacent time positions; the default)",
+    )
 
 
 def _add_finetune(commands) -> None:
@@ -104,14 +130,27 @@ def _one_method_config(args: argparse.Namespace, protocol: str):
     from coreecg.evaluation.finetune import FinetuneConfig
 
     _refuse_random_init_options(args)
-    method = MethodSpec(encoder=args.encoder, random_init=args.random_init, crop_seconds=args.crop_seconds,
-                        scale_mv=args.scale_mv, amplitude_kept=args.amplitude_kept,
-                        amplitude_token=args.amplitude_token, protocols=[protocol])  # fmt: skip
+    method = MethodSpec(
+        encoder=args.encoder,
+        random_init=args.random_init,
+        crop_seconds=args.crop_seconds,
+        scale_mv=args.scale_mv,
+        amplitude_kept=args.amplitude_kept,
+        amplitude_token=args.amplitude_token,
+        protocols=[protocol],
+    )
     config = BenchmarkConfig(
-        store=args.store, tasks=[args.task], fractions=args.fraction, seeds=args.seeds,
-        lead_sets={args.leads: args.leads}, train=args.train, val=args.val, test=args.test,
-        bootstrap=args.bootstrap, methods={"random-init" if args.random_init else "encoder": method},
-    )  # fmt: skip
+        store=args.store,
+        tasks=[args.task],
+        fractions=args.fraction,
+        seeds=args.seeds,
+        lead_sets={args.leads: args.leads},
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        bootstrap=args.bootstrap,
+        methods={"random-init" if args.random_init else "encoder": method},
+    )
     if protocol == "probe":
         config.probe.features = args.features
         if args.cs:
@@ -129,9 +168,11 @@ def _print_results(results: dict) -> None:
                     continue
                 auroc = stats[part]["auroc"]
                 low, high = auroc["ci95"]
-                print(f"{row} | {column} | {part}: macro AUROC {auroc['mean']:.4f} ± {auroc['std']:.4f} "
-                      f"(95 % CI {low:.4f}–{high:.4f}), macro AUPRC {stats[part]['auprc']['mean']:.4f}, "
-                      f"macro F1 {stats[part]['f1']['mean']:.4f}")  # fmt: skip
+                print(
+                    f"{row} | {column} | {part}: macro AUROC {auroc['mean']:.4f} ± {auroc['std']:.4f} "
+                    f"(95 % CI {low:.4f}–{high:.4f}), macro AUPRC {stats[part]['auprc']['mean']:.4f}, "
+                    f"macro F1 {stats[part]['f1']['mean']:.4f}"
+                )
 
 
 def run_probe_or_finetune(args: argparse.Namespace) -> int:
@@ -189,13 +230,20 @@ def _add_embed(commands) -> None:
     _add_encoder_source(parser)
     _add_input(parser)
     parser.add_argument("--leads", default="all", help="lead subset (default: all 12)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: several times faster on GPUs and on CPUs with AMX, g within about 1e-2 "
-                        "(default fp32)")  # fmt: skip
-    parser.add_argument("--features", choices=FEATURES, default="g",
-                        help="g (records × D, the default); g+time: g, then the std and the max over time of the "
-                        "lead-averaged tokens (records × 3·D); g+time+change: those, then their mean absolute "
-                        "change between adjacent time positions (records × 4·D; what the probe uses)")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: several times faster on GPUs and on CPUs with AMX, g within about 1e-2 (default fp32)",
+    )
+    parser.add_argument(
+        "--features",
+        choices=FEATURES,
+        default="g",
+        help="g (records × D, the default); g+time: g, then the std and the max over time of the "
+        "lead-averaged tokens (records × 3·D); g+time+change: those, then their mean absolute "
+        "change between adjacent time positions (records × 4·D; what the probe uses)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -218,8 +266,14 @@ def run_embed(args: argparse.Namespace) -> int:
             store = prepare_folder(args.wfdb, encoder.preprocessing, work, _log)
         if encoder is None:
             amplitude = Amplitude.from_options(args.scale_mv, args.amplitude_kept)
-            encoder = random_encoder(args.random_init, store, args.crop_seconds, seed=0, amplitude=amplitude,
-                                     amplitude_token=args.amplitude_token)  # fmt: skip
+            encoder = random_encoder(
+                args.random_init,
+                store,
+                args.crop_seconds,
+                seed=0,
+                amplitude=amplitude,
+                amplitude_token=args.amplitude_token,
+            )
         rows = np.arange(store.n_records)
         leads = None if args.leads == "all" else args.leads
         x = record_embeddings(encoder, store, rows, leads, precision=args.precision, features=args.features)

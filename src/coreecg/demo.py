@@ -46,11 +46,17 @@ def pretrain_config(store: str, config: DemoConfig) -> dict:
     return {
         "model": {"preset": "cpu"},
         "data": {"store": store, "crop_seconds": 5.0},
-        "train": {"steps": steps, "batch_size": config.batch_size, "warmup_steps": max(1, steps // 10),
-                  "seed": config.seed, "log_every": max(1, steps // 40), "checkpoint_every": max(1, steps // 4),
-                  "progress": config.progress},
+        "train": {
+            "steps": steps,
+            "batch_size": config.batch_size,
+            "warmup_steps": max(1, steps // 10),
+            "seed": config.seed,
+            "log_every": max(1, steps // 40),
+            "checkpoint_every": max(1, steps // 4),
+            "progress": config.progress,
+        },
         "probe": {"label_set": TASK, "eval_every": max(1, steps // 4), "max_records": 400},
-    }  # fmt: skip
+    }
 
 
 def benchmark_config(store: str, encoder: str, config: DemoConfig) -> BenchmarkConfig:
@@ -93,8 +99,9 @@ def run_demo(out: str, config: DemoConfig | None = None, log: Callable[[str], No
     stage("3/4 linear probe and fine-tuning on the synthetic conditions, beside random init")
     results = run_benchmark(benchmark_config(store, run, config), os.path.join(out, "benchmark"), log=log)
     stage("4/4 writing the report")
-    report = write_report(out, os.path.join(out, "report.html"), title="coreecg demo: synthetic 12-lead ECG",
-                          label_set=TASK, log=log)  # fmt: skip
+    report = write_report(
+        out, os.path.join(out, "report.html"), title="coreecg demo: synthetic 12-lead ECG", label_set=TASK, log=log
+    )
     headline = {
         row: {column: stats["val"]["auroc"]["mean"] for column, stats in columns.items()}
         for row, columns in results["aggregate"].items()

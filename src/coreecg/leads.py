@@ -9,8 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 CANONICAL_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
-)  # fmt: skip
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
+)
 N_LEADS = len(CANONICAL_LEADS)
 
 # Other spellings of the same leads seen in public collections: Roman-numeral "D" names (e.g. the

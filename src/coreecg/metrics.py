@@ -158,15 +158,17 @@ def _bootstrap_draws(
     n, k = labels.shape
     prepared = []
     for score_sets, threshold_sets in groups:
-        columns = [[_SortedColumn(labels[:, j], np.asarray(s, dtype=np.float64)[:, j]) for j in range(k)]
-                   for s in score_sets]  # fmt: skip
+        columns = [
+            [_SortedColumn(labels[:, j], np.asarray(s, dtype=np.float64)[:, j]) for j in range(k)] for s in score_sets
+        ]
         called = [np.asarray(s) >= np.asarray(t)[None, :] for s, t in zip(score_sets, threshold_sets, strict=True)]
         prepared.append((columns, called))
     draws: dict[str, list[np.ndarray]] = {name: [] for name in MACRO_METRICS}
     chunk = max(1, 2_000_000 // max(n, 1))  # resamples scored together (bounded memory)
     for first in range(0, replicates, chunk):
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
-                           for _ in range(min(chunk, replicates - first))]).astype(np.float64)  # fmt: skip
+        counts = np.stack(
+            [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(min(chunk, replicates - first))]
+        ).astype(np.float64)
         positives = counts @ labels
         per_group: dict[str, list[np.ndarray]] = {name: [] for name in MACRO_METRICS}
         for columns, called in prepared:

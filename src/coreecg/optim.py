@@ -32,8 +32,9 @@ def encoder_layer(name: str, depth: int) -> int:
     return depth + 1
 
 
-def layer_decay_groups(model: torch.nn.Module, encoder_prefix: str, depth: int, weight_decay: float,
-                       layer_decay: float) -> list[dict]:  # fmt: skip
+def layer_decay_groups(
+    model: torch.nn.Module, encoder_prefix: str, depth: int, weight_decay: float, layer_decay: float
+) -> list[dict]:
     """AdamW groups whose ``lr_scale`` is ``layer_decay ** (depth + 1 - layer)``: lower layers learn slower.
 
     Parameters outside ``encoder_prefix`` (the head) get scale 1. Decay follows ``parameter_groups``.
@@ -47,9 +48,12 @@ def layer_decay_groups(model: torch.nn.Module, encoder_prefix: str, depth: int, 
         decayed = _decayed(name, p)
         group = groups.setdefault(
             (layer, decayed),
-            {"params": [], "weight_decay": weight_decay if decayed else 0.0,
-             "lr_scale": layer_decay ** (depth + 1 - layer)},
-        )  # fmt: skip
+            {
+                "params": [],
+                "weight_decay": weight_decay if decayed else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - layer),
+            },
+        )
         group["params"].append(p)
     return [groups[key] for key in sorted(groups)]
 

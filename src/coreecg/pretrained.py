@@ -122,8 +122,14 @@ class PretrainedEncoder(nn.Module):
         """One raw record (leads × time, mV) as the model's input: its windows (W × 12 × crop, float32,
         preprocessed and normalized as the training store), their lead mask (W × 12) and the record's std
         (W, mV). What ``forward`` takes, and the input contract of an ONNX export (docs/deploy.md)."""
-        raw = RawRecord(record_id="0", path="<signal>", signal=np.asarray(signal, dtype=np.float64), fs=fs,
-                        lead_names=list(leads), source="embed")  # fmt: skip
+        raw = RawRecord(
+            record_id="0",
+            path="<signal>",
+            signal=np.asarray(signal, dtype=np.float64),
+            fs=fs,
+            lead_names=list(leads),
+            source="embed",
+        )
         prepared = prepare_record(raw, self.preprocessing)
         x = prepared.signal.astype(np.float32)[None, None]
         scale = self.amplitude.divisors(np.array([prepared.record_std]))
@@ -228,8 +234,12 @@ def push_encoder(folder: str, repo: str, revision: str | None = None, private: b
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"))
     api.create_repo(repo, private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=folder, repo_id=repo, revision=revision,
-                               commit_message=f"coreecg encoder ({config.get('coreecg_version')})")  # fmt: skip
+    commit = api.upload_folder(
+        folder_path=folder,
+        repo_id=repo,
+        revision=revision,
+        commit_message=f"coreecg encoder ({config.get('coreecg_version')})",
+    )
     return str(commit.commit_url)
 
 

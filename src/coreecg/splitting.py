@@ -47,8 +47,9 @@ def split_store(
     store = Store(path)
     present = sorted(set(store.split) - {""})
     if present and not force:
-        raise StoreError(f"{path}: already split ({', '.join(present)}, from its source or an earlier split); "
-                         "--force replaces it")  # fmt: skip
+        raise StoreError(
+            f"{path}: already split ({', '.join(present)}, from its source or an earlier split); --force replaces it"
+        )
     groups, grouped_by = group_ids(store)
     labels = stratification_labels(store, label_sets)
     names, inverse = np.unique(groups, return_inverse=True)

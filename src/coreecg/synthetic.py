@@ -162,8 +162,12 @@ def plan_record(rng: np.random.Generator, seconds: float) -> RecordPlan:
     """Draw the labels, the rhythm (beat times) and every beat's waves of one record."""
     labels = _draw_labels(rng)
     rhythm = labels[0]
-    heart_rate = {"NSR": rng.uniform(60, 100), "SB": rng.uniform(40, 57), "STACH": rng.uniform(103, 150),
-                  "AF": rng.uniform(70, 140)}[rhythm]  # fmt: skip
+    heart_rate = {
+        "NSR": rng.uniform(60, 100),
+        "SB": rng.uniform(40, 57),
+        "STACH": rng.uniform(103, 150),
+        "AF": rng.uniform(70, 140),
+    }[rhythm]
     mean_rr = 60.0 / heart_rate
     scale = rng.uniform(0.7, 1.3)
     pr = rng.uniform(0.23, 0.34) if "IAVB" in labels else rng.uniform(0.12, 0.19)
@@ -178,8 +182,12 @@ def plan_record(rng: np.random.Generator, seconds: float) -> RecordPlan:
         if rhythm == "AF":
             rr = mean_rr * rng.gamma(16.0, 1.0 / 16.0) * (0.75 + 0.5 * rng.random())  # CV about 0.3: irregular
         else:  # heart-rate variability: respiratory and Mayer-wave modulation, a little noise
-            rr = mean_rr * (1 + 0.04 * np.sin(2 * np.pi * resp * t + phases[0])
-                            + 0.02 * np.sin(2 * np.pi * mayer * t + phases[1]) + rng.normal(0, 0.01))  # fmt: skip
+            rr = mean_rr * (
+                1
+                + 0.04 * np.sin(2 * np.pi * resp * t + phases[0])
+                + 0.02 * np.sin(2 * np.pi * mayer * t + phases[1])
+                + rng.normal(0, 0.01)
+            )
         if beat in pvc_beats:
             ectopic_t = t - 0.4 * rr  # premature: coupling at about 60 % of the cycle
             if not times or ectopic_t - times[-1] > 0.3:
@@ -226,8 +234,9 @@ def electrode_noise(plan: RecordPlan, t: np.ndarray, fs: float, rng: np.random.G
     for name in ELECTRODE_NAMES:
         if "baseline_wander" in plan.noises:
             for _ in range(2):
-                noise[name] += rng.uniform(0.05, 0.25) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t
-                                                               + rng.uniform(0, 2 * np.pi))  # fmt: skip
+                noise[name] += rng.uniform(0.05, 0.25) * np.sin(
+                    2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi)
+                )
         if "powerline" in plan.noises:
             noise[name] += rng.uniform(0.01, 0.05) * np.sin(2 * np.pi * mains * t + rng.uniform(0, 2 * np.pi))
         if "muscle" in plan.noises:

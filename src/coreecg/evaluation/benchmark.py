@@ -109,8 +109,10 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
             problems.append(f"methods.{name}: give exactly one of encoder, pretrain, random_init")
         random_only = (method.scale_mv, method.amplitude_kept, method.amplitude_token or None)
         if any(value is not None for value in random_only) and not method.random_init:
-            problems.append(f"methods.{name}: scale_mv, amplitude_kept and amplitude_token are for random_init "
-                            "only (a trained encoder carries its own)")  # fmt: skip
+            problems.append(
+                f"methods.{name}: scale_mv, amplitude_kept and amplitude_token are for random_init "
+                "only (a trained encoder carries its own)"
+            )
         try:
             Amplitude.from_options(method.scale_mv, method.amplitude_kept)
         except ValueError as error:
@@ -118,8 +120,12 @@ def load_benchmark_config(path: str, overrides: list[str] | None = None) -> Benc
         unknown = [p for p in method.protocols if p not in PROTOCOLS]
         if unknown or not method.protocols:
             problems.append(f"methods.{name}.protocols: {method.protocols} (known: {', '.join(PROTOCOLS)})")
-        for key, allowed in (("tasks", config.tasks), ("fractions", config.fractions),
-                             ("lead_sets", list(config.lead_sets)), ("seeds", config.seeds)):  # fmt: skip
+        for key, allowed in (
+            ("tasks", config.tasks),
+            ("fractions", config.fractions),
+            ("lead_sets", list(config.lead_sets)),
+            ("seeds", config.seeds),
+        ):
             chosen = getattr(method, key)
             if chosen is not None and not set(chosen) <= set(allowed):
                 problems.append(f"methods.{name}.{key}: {chosen} not all in the benchmark's {key} {allowed}")
@@ -222,8 +228,14 @@ class Benchmark:
         method = self.config.methods[name]
         if method.random_init:
             amplitude = Amplitude.from_options(method.scale_mv, method.amplitude_kept)
-            return random_encoder(method.random_init, self.store, method.crop_seconds, seed, amplitude=amplitude,
-                                  amplitude_token=method.amplitude_token)  # fmt: skip
+            return random_encoder(
+                method.random_init,
+                self.store,
+                method.crop_seconds,
+                seed,
+                amplitude=amplitude,
+                amplitude_token=method.amplitude_token,
+            )
         if name not in self.encoders:
             path = method.encoder
             if method.pretrain:
@@ -256,8 +268,13 @@ class Benchmark:
             missing = np.array([r for r in rows.tolist() if r not in cache], dtype=np.int64)
             if len(missing):
                 start = time.perf_counter()
-                values = record_embeddings(self.encoder(cell.method, 0), self.store, missing,
-                                           self.leads(cell.lead_set), features=self.config.probe.features)  # fmt: skip
+                values = record_embeddings(
+                    self.encoder(cell.method, 0),
+                    self.store,
+                    missing,
+                    self.leads(cell.lead_set),
+                    features=self.config.probe.features,
+                )
                 cache.update(zip(missing.tolist(), values, strict=True))
                 self.log(f"  embedded {len(missing)} records in {time.perf_counter() - start:.0f} s")
             return np.stack([cache[r] for r in rows.tolist()])
@@ -275,9 +292,15 @@ class Benchmark:
             outcome = self.probes[key]
         else:
             finetune_config = FinetuneConfig(**{**to_dict(self.config.finetune), "seed": cell.seed})
-            outcome = finetune(self.encoder(cell.method, cell.seed), self.store, selection,
-                               os.path.join(self.out, "models", cell.name), finetune_config,
-                               self.leads(cell.lead_set), log=lambda text: self.log("  " + text))  # fmt: skip
+            outcome = finetune(
+                self.encoder(cell.method, cell.seed),
+                self.store,
+                selection,
+                os.path.join(self.out, "models", cell.name),
+                finetune_config,
+                self.leads(cell.lead_set),
+                log=lambda text: self.log("  " + text),
+            )
         return self.save_cell(cell, selection, outcome)
 
     def save_cell(self, cell: Cell, selection: Selection, outcome: Outcome) -> dict:
@@ -340,8 +363,9 @@ class Benchmark:
                 name: float(np.nanmean([summaries[c.name][part]["per_class"][name]["auroc"] for c in members]))
                 for name in per_class_names
             }
-            ci = bootstrap_intervals(labels, [a[part] for a in arrays], [a["thresholds"] for a in arrays],
-                                     self.config.bootstrap)  # fmt: skip
+            ci = bootstrap_intervals(
+                labels, [a[part] for a in arrays], [a["thresholds"] for a in arrays], self.config.bootstrap
+            )
             for metric, bounds in ci.items():
                 stats[metric]["ci95"] = list(bounds)
             out[part] = stats
@@ -400,8 +424,9 @@ def changes_that_stale_cells(old: dict, new: dict) -> list[str]:
     Adding tasks, fractions, seeds, lead sets or methods only adds cells; changing how a cell is
     computed (store, parts, probe or fine-tune settings, a method's encoder) does not.
     """
-    changed = describe_differences({k: v for k, v in old.items() if k not in GROWABLE},
-                                   {k: v for k, v in new.items() if k not in GROWABLE})  # fmt: skip
+    changed = describe_differences(
+        {k: v for k, v in old.items() if k not in GROWABLE}, {k: v for k, v in new.items() if k not in GROWABLE}
+    )
     for name in set(old.get("lead_sets", {})) & set(new.get("lead_sets", {})):
         if old["lead_sets"][name] != new["lead_sets"][name]:
             changed.append(f"lead_sets.{name}: {old['lead_sets'][name]!r} -> {new['lead_sets'][name]!r}")
@@ -426,7 +451,8 @@ def run_benchmark(config: BenchmarkConfig, out: str, log: Callable[[str], None] 
         check_schema(old.get("schema"), config_path)
         changed = changes_that_stale_cells(old, settings)
         if changed:
-            raise ConfigError(f"{out} holds cells computed with other settings ({'; '.join(changed)}); "
-                              "use a new --out folder")  # fmt: skip
+            raise ConfigError(
+                f"{out} holds cells computed with other settings ({'; '.join(changed)}); use a new --out folder"
+            )
     write_json(config_path, settings)
     return Benchmark(config, out, log).run()

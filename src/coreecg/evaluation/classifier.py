@@ -60,8 +60,9 @@ def classifier_from_encoder(pretrained: PretrainedEncoder, classes: Sequence[str
 class SavedClassifier:
     """A loaded classifier with the settings it needs to be applied as it was validated."""
 
-    def __init__(self, model: Classifier, preprocessing: PrepConfig, crop_seconds: float, amplitude: Amplitude,
-                 info: dict):  # fmt: skip
+    def __init__(
+        self, model: Classifier, preprocessing: PrepConfig, crop_seconds: float, amplitude: Amplitude, info: dict
+    ):
         self.model = model.eval()
         self.preprocessing = preprocessing
         self.crop_seconds = crop_seconds
@@ -111,8 +112,11 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> SavedClass
     where = os.path.join(folder, CONFIG)
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"{where}: classes must be a non-empty list of names, got {classes!r}")
-    if not (isinstance(thresholds, list) and len(thresholds) == len(classes)
-            and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)):  # fmt: skip
+    if not (
+        isinstance(thresholds, list)
+        and len(thresholds) == len(classes)
+        and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)
+    ):
         raise ValueError(f"{where}: thresholds must be {len(classes)} numbers, one per class")
     if leads is not None and not isinstance(leads, str):
         raise ValueError(f"{where}: leads must be text such as 'I,II', got {leads!r}")

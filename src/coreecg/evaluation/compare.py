@@ -60,8 +60,9 @@ def read_results(run: str) -> dict:
     if os.path.isdir(cells_dir):
         names = sorted(name.removesuffix(".json") for name in os.listdir(cells_dir) if name.endswith(".json"))
     if not os.path.isfile(config_path) or not names:
-        raise ValueError(f"{run}: no results.json and no finished cell (not a benchmark folder, or no cell of it "
-                         "has finished)")  # fmt: skip
+        raise ValueError(
+            f"{run}: no results.json and no finished cell (not a benchmark folder, or no cell of it has finished)"
+        )
     settings = read_json(config_path)
     if not isinstance(settings, dict) or not isinstance(settings.get("store"), str):
         raise ValueError(f"{config_path}: not a benchmark's settings (no store)")
@@ -137,12 +138,15 @@ def compare_rows(
         rows_a, probabilities_a, thresholds_a = _load_cells(a, column)
         rows_b, probabilities_b, thresholds_b = _load_cells(b, column)
         if not np.array_equal(_record_ids(store, rows_a), _record_ids(other, rows_b)):
-            raise ValueError(f"{column}: {a.run} and {b.run} scored different validation records; "
-                             "a paired comparison needs the same ones")  # fmt: skip
+            raise ValueError(
+                f"{column}: {a.run} and {b.run} scored different validation records; "
+                "a paired comparison needs the same ones"
+            )
         task = a.cells[column][0]["cell"]["task"]
         labels = store.label_set(task).matrix[rows_a]
-        metrics = paired_bootstrap_difference(labels, (probabilities_a, thresholds_a),
-                                              (probabilities_b, thresholds_b), replicates, seed)  # fmt: skip
+        metrics = paired_bootstrap_difference(
+            labels, (probabilities_a, thresholds_a), (probabilities_b, thresholds_b), replicates, seed
+        )
         out.append(ColumnComparison(column, len(probabilities_a), len(probabilities_b), len(rows_a), metrics))
     return out
 
@@ -159,6 +163,8 @@ def comparison_table(a: BenchmarkRow, b: BenchmarkRow, comparisons: list[ColumnC
     for c in comparisons:
         d = c.metrics[metric]
         low, high = d.ci95
-        lines.append(f"| {c.column} | {c.seeds_a} / {c.seeds_b} | {c.records} | {d.a:.4f} | {d.b:.4f} | "
-                     f"{d.difference:+.4f} | {low:+.4f} to {high:+.4f} | {d.share_not_above:.1%} |")  # fmt: skip
+        lines.append(
+            f"| {c.column} | {c.seeds_a} / {c.seeds_b} | {c.records} | {d.a:.4f} | {d.b:.4f} | "
+            f"{d.difference:+.4f} | {low:+.4f} to {high:+.4f} | {d.share_not_above:.1%} |"
+        )
     return "\n".join(lines) + "\n"

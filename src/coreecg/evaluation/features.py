@@ -28,8 +28,9 @@ SIGNAL_SETTINGS = ("fs", "band_low", "band_high", "filter_order")
 def check_compatible(preprocessing: PrepConfig, store: Store) -> None:
     """Refuse a store whose signals differ from the ones a model was trained on."""
     trained, here = preprocessing.to_dict(), store.config.to_dict()
-    differ = [f"{key} {trained[key]} (model) vs {here[key]} (store)" for key in SIGNAL_SETTINGS
-              if trained[key] != here[key]]  # fmt: skip
+    differ = [
+        f"{key} {trained[key]} (model) vs {here[key]} (store)" for key in SIGNAL_SETTINGS if trained[key] != here[key]
+    ]
     if differ:
         raise ValueError(
             f"{store.path}: prepared differently from the model's training data: {'; '.join(differ)}. "

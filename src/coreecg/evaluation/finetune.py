@@ -74,8 +74,13 @@ class _FinetuneState:
 
 
 def _save_state(path: str, run: _FinetuneState, model, optimizer, info: dict) -> None:
-    state = {"run": vars(run), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": torch.get_rng_state(), "info": info}  # fmt: skip
+    state = {
+        "run": vars(run),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "info": info,
+    }
     save_state(path, state)
 
 
@@ -85,8 +90,10 @@ def _resume(path: str, model, optimizer, info: dict) -> _FinetuneState:
     try:
         changed = describe_differences(state["info"], info)
         if changed:
-            raise ConfigError(f"{path} holds a fine-tuning run with other settings ({'; '.join(changed)}); "
-                              "delete it to start over, or use the same settings to resume")  # fmt: skip
+            raise ConfigError(
+                f"{path} holds a fine-tuning run with other settings ({'; '.join(changed)}); "
+                "delete it to start over, or use the same settings to resume"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])  # crops and drop-path continue their streams
@@ -127,8 +134,15 @@ def finetune(
     torch.manual_seed(config.seed)
     model = classifier_from_encoder(pretrained, classes, config.drop_path).to(device)
     crop = pretrained.crop_samples
-    train = StoreDataset(store, mode="train", crop_seconds=crop / store.fs, label_set=selection.task,
-                         records=selection.train.rows, leads=leads, amplitude=pretrained.amplitude)  # fmt: skip
+    train = StoreDataset(
+        store,
+        mode="train",
+        crop_seconds=crop / store.fs,
+        label_set=selection.task,
+        records=selection.train.rows,
+        leads=leads,
+        amplitude=pretrained.amplitude,
+    )
     batch_size = min(config.batch_size, len(train))
     steps_per_epoch = max(1, len(train) // batch_size)
     eval_every = max(steps_per_epoch, config.min_steps_per_eval)
@@ -139,8 +153,13 @@ def finetune(
         layer_decay_groups(model, "encoder.", depth, config.weight_decay, config.layer_decay), lr=config.lr
     )
     generator = torch.Generator().manual_seed(config.seed)
-    info = {"task": selection.task, "leads": leads, "selection": selection.describe(), "finetune": to_dict(config),
-            "encoder_info": pretrained.info}  # fmt: skip
+    info = {
+        "task": selection.task,
+        "leads": leads,
+        "selection": selection.describe(),
+        "finetune": to_dict(config),
+        "encoder_info": pretrained.info,
+    }
     classifier_dir = os.path.join(out, "classifier")
 
     def keep_classifier(best_step: int, thresholds: list[float]) -> None:
@@ -160,8 +179,10 @@ def finetune(
         run = _resume(state_path, model, optimizer, info)
         generator.set_state(run.generator_state)
         log(f"resuming fine-tuning at step {run.step} (best {run.best_auroc:.4f} at {run.best_step})")
-    log(f"fine-tuning on {len(train)} train segments, {len(selection.val.rows)} validation records, "
-        f"{total_steps} steps at most, evaluating every {eval_every}, on {device}")  # fmt: skip
+    log(
+        f"fine-tuning on {len(train)} train segments, {len(selection.val.rows)} validation records, "
+        f"{total_steps} steps at most, evaluating every {eval_every}, on {device}"
+    )
     model.train()
     while run.step < total_steps and run.bad_evals < config.patience:
         run.generator_state = generator.get_state()  # the epoch's order is redrawn from here on resume
@@ -177,8 +198,10 @@ def finetune(
                 logits = model(x, mask, batch["record_std"].to(device))
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"].to(device))
             if not bool(torch.isfinite(loss)):
-                raise TrainingError(f"fine-tuning step {run.step + 1}: the loss is {loss.item()} (lr {lr:g}); "
-                                         f"stopped, the last good state is {state_path}")  # fmt: skip
+                raise TrainingError(
+                    f"fine-tuning step {run.step + 1}: the loss is {loss.item()} (lr {lr:g}); "
+                    f"stopped, the last good state is {state_path}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -194,10 +217,19 @@ def finetune(
                     keep_classifier(run.step, [0.5] * len(classes))
                 else:
                     run.bad_evals += 1
-                run.history.append({"step": run.step, "epoch": run.step / steps_per_epoch, "train_bce": loss.item(),
-                                    "lr": lr, "val_auroc": auroc})  # fmt: skip
-                log(f"step {run.step}/{total_steps} bce {loss.item():.4f} val macro AUROC {auroc:.4f}"
-                    + (" (best)" if improved else f" (best {run.best_auroc:.4f} at {run.best_step})"))  # fmt: skip
+                run.history.append(
+                    {
+                        "step": run.step,
+                        "epoch": run.step / steps_per_epoch,
+                        "train_bce": loss.item(),
+                        "lr": lr,
+                        "val_auroc": auroc,
+                    }
+                )
+                log(
+                    f"step {run.step}/{total_steps} bce {loss.item():.4f} val macro AUROC {auroc:.4f}"
+                    + (" (best)" if improved else f" (best {run.best_auroc:.4f} at {run.best_step})")
+                )
                 _save_state(state_path, run, model, optimizer, info)
                 if run.bad_evals >= config.patience:
                     break

@@ -28,8 +28,12 @@ def summarize(selection: Selection, outcome: Outcome, replicates: int = 1000) ->
     def scored(labels: np.ndarray, probabilities: np.ndarray) -> dict:
         return score(labels, probabilities, outcome.thresholds, selection.train.classes, replicates).to_dict()
 
-    summary = {**selection.describe(), "chosen": outcome.chosen, "seconds": round(outcome.seconds, 1),
-               "val": scored(selection.val.labels, outcome.val_probabilities)}  # fmt: skip
+    summary = {
+        **selection.describe(),
+        "chosen": outcome.chosen,
+        "seconds": round(outcome.seconds, 1),
+        "val": scored(selection.val.labels, outcome.val_probabilities),
+    }
     if selection.test is not None and outcome.test_probabilities is not None:
         summary["test"] = scored(selection.test.labels, outcome.test_probabilities)
     return summary

@@ -164,6 +164,9 @@ def probe_selection(
     probe = fit.probe
     val_p = probe.scores(val_x)
     test_p = None if selection.test is None else probe.scores(embed(selection.test.rows))
-    chosen = {"c": probe.c, "val_auroc_by_c": {f"{c:g}": v for c, v in fit.val_auroc_by_c.items()},
-              "constant_classes": fit.constant_classes}  # fmt: skip
+    chosen = {
+        "c": probe.c,
+        "val_auroc_by_c": {f"{c:g}": v for c, v in fit.val_auroc_by_c.items()},
+        "constant_classes": fit.constant_classes,
+    }
     return Outcome(val_p, test_p, probe.thresholds, chosen, time.perf_counter() - start)

@@ -55,8 +55,10 @@ def per_class_tables(aggregate: dict, part: str) -> list[str]:
             continue
         classes = list(next(iter(present.values()))["per_class_auroc"])
         lines += ["", f"### {column} ({part})", ""]
-        rows = [[name, *(f"{stats['per_class_auroc'].get(c, float('nan')):.3f}" for c in classes)]
-                for name, stats in present.items()]  # fmt: skip
+        rows = [
+            [name, *(f"{stats['per_class_auroc'].get(c, float('nan')):.3f}" for c in classes)]
+            for name, stats in present.items()
+        ]
         lines += _table(["method", *classes], rows)
         excluded = next(iter(aggregate.values())).get(column, {}).get("classes_excluded") or []
         if excluded:
@@ -67,14 +69,23 @@ def per_class_tables(aggregate: dict, part: str) -> list[str]:
 def write_tables(results: dict, out: str, has_test: bool) -> None:
     aggregate = results["aggregate"]
     parts = ["val"] + (["test"] if has_test else [])
-    lines = ["# Benchmark results", "", f"Store: `{results['store']}`. Each cell: mean ± std over seeds (number of "
-             "seeds); model selection (C, checkpoint, thresholds) on validation only.", ""]  # fmt: skip
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Store: `{results['store']}`. Each cell: mean ± std over seeds (number of "
+        "seeds); model selection (C, checkpoint, thresholds) on validation only.",
+        "",
+    ]
     for part in parts:
         title = "validation" if part == "val" else "test (scored once per model, after selection)"
         for metric, label in METRIC_NAMES.items():
             lines += [f"## {label}, {title}", "", *metric_table(aggregate, part, metric), ""]
-        lines += [f"## macro AUROC, {title}: bootstrap 95 % CI of the seed mean", "",
-                  *metric_table(aggregate, part, "auroc", interval=True), ""]  # fmt: skip
+        lines += [
+            f"## macro AUROC, {title}: bootstrap 95 % CI of the seed mean",
+            "",
+            *metric_table(aggregate, part, "auroc", interval=True),
+            "",
+        ]
     write_text(os.path.join(out, "results.md"), "\n".join(lines))
     per_class = ["# Per-class AUROC (seed mean)"]
     for part in parts:

@@ -174,8 +174,15 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def _problems(config: PretrainConfig) -> list[str]:
     """Every bad value, so a user fixes them all in one go."""
-    m, d, a, k, o, t, p = (config.model, config.data, config.augment, config.mask, config.objective, config.train,
-                           config.probe)  # fmt: skip
+    m, d, a, k, o, t, p = (
+        config.model,
+        config.data,
+        config.augment,
+        config.mask,
+        config.objective,
+        config.train,
+        config.probe,
+    )
     out = []
 
     def need(ok: bool, text: str) -> None:

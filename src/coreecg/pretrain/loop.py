@@ -54,8 +54,14 @@ from coreecg.store import Store, StoreError
 CHECKPOINT = "checkpoint.safetensors"
 PICKLED_CHECKPOINT = "checkpoint.pt"  # what earlier versions wrote; refused, never unpickled
 # Keys that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = ("train.progress", "train.log_every", "train.checkpoint_every", "data.num_workers",
-                     "train.threads", "probe.eval_every")  # fmt: skip
+RESUMABLE_CHANGES = (
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "data.num_workers",
+    "train.threads",
+    "probe.eval_every",
+)
 
 
 @dataclass
@@ -120,14 +126,19 @@ class Trainer:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.stores = [Store(path) for path in config.stores]
-        datasets = [StoreDataset(s, mode="train", folds=config.data.folds, splits=config.data.splits,
-                                 amplitude=config.data.amplitude()) for s in self.stores]  # fmt: skip
+        datasets = [
+            StoreDataset(
+                s, mode="train", folds=config.data.folds, splits=config.data.splits, amplitude=config.data.amplitude()
+            )
+            for s in self.stores
+        ]
         self.dataset = datasets[0] if len(datasets) == 1 else concat_datasets(datasets)
         self.fs = self.stores[0].fs
         segment_seconds = self.stores[0].config.segment_seconds
         if config.data.crop_seconds > segment_seconds:
-            raise ConfigError(f"data.crop_seconds {config.data.crop_seconds} exceeds the store's "
-                              f"{segment_seconds} s segments")  # fmt: skip
+            raise ConfigError(
+                f"data.crop_seconds {config.data.crop_seconds} exceeds the store's {segment_seconds} s segments"
+            )
         if round(config.data.crop_seconds * self.fs) < config.model.patch:
             raise ConfigError(f"data.crop_seconds {config.data.crop_seconds} is shorter than one patch")
         self.model = CoReECG(config).to(self.device)
@@ -153,16 +164,23 @@ class Trainer:
             raise ConfigError("probe.label_set needs a single store in data.store")
         store = self.stores[0]
         if config.probe.label_set not in store.label_set_names:
-            raise ConfigError(f"probe.label_set {config.probe.label_set!r}: {store.path} has label sets "
-                              f"{', '.join(store.label_set_names) or '(none)'}")  # fmt: skip
+            raise ConfigError(
+                f"probe.label_set {config.probe.label_set!r}: {store.path} has label sets "
+                f"{', '.join(store.label_set_names) or '(none)'}"
+            )
         labels = store.label_set(config.probe.label_set)
         self.probe_labels = (torch.from_numpy(labels.matrix.astype(np.float32)), torch.from_numpy(labels.labelled))
         self.probe = OnlineProbe(self.model.encoder.dim, labels.classes, config.probe.lr).to(self.device)
         try:
-            val = StoreDataset(store, mode="eval", crop_seconds=config.data.crop_seconds,
-                               windows=windows_to_cover(store.config.segment_seconds, config.data.crop_seconds),
-                               label_set=config.probe.label_set, splits=config.probe.splits,
-                               amplitude=config.data.amplitude())  # fmt: skip
+            val = StoreDataset(
+                store,
+                mode="eval",
+                crop_seconds=config.data.crop_seconds,
+                windows=windows_to_cover(store.config.segment_seconds, config.data.crop_seconds),
+                label_set=config.probe.label_set,
+                splits=config.probe.splits,
+                amplitude=config.data.amplitude(),
+            )
         except StoreError as error:
             raise ConfigError(f"probe.splits {config.probe.splits}: {error}") from error
         self.probe_data = validation_subset(val, config.probe.max_records, config.train.seed)
@@ -177,23 +195,36 @@ class Trainer:
         if not self.context.is_main:
             return
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise TrainingError(f"step {self.step}: the weights are no longer finite; nothing was written, "
-                                f"the last good checkpoint is {self.checkpoint_path}")  # fmt: skip
+            raise TrainingError(
+                f"step {self.step}: the weights are no longer finite; nothing was written, "
+                f"the last good checkpoint is {self.checkpoint_path}"
+            )
         state = {
             "step": self.step,
             "world_size": self.context.world_size,
             "config": to_dict(self.config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "probe": None if self.probe is None else {"model": self.probe.state_dict(),
-                                                      "optimizer": self.probe.optimizer.state_dict()},
+            "probe": None
+            if self.probe is None
+            else {"model": self.probe.state_dict(), "optimizer": self.probe.optimizer.state_dict()},
             "rng": rng,
-        }  # fmt: skip
+        }
         save_state(self.checkpoint_path, state)
-        info = {"steps": self.step, "objective": self.config.objective.preset, "stores": self.config.stores,
-                "store_hash": self.stores[0].config_hash}  # fmt: skip
-        save_encoder(self.model.encoder, os.path.join(self.run_dir, "encoder"), self.stores[0].config,
-                     self.config.data.crop_seconds, info, self.config.data.amplitude())  # fmt: skip
+        info = {
+            "steps": self.step,
+            "objective": self.config.objective.preset,
+            "stores": self.config.stores,
+            "store_hash": self.stores[0].config_hash,
+        }
+        save_encoder(
+            self.model.encoder,
+            os.path.join(self.run_dir, "encoder"),
+            self.stores[0].config,
+            self.config.data.crop_seconds,
+            info,
+            self.config.data.amplitude(),
+        )
 
     def resume(self) -> bool:
         """Load the checkpoint if the run folder has one; refuses a checkpoint of a different config."""
@@ -208,14 +239,21 @@ class Trainer:
 
     def _restore(self, state: dict) -> bool:
         check_schema(state["config"].get("schema"), self.checkpoint_path)
-        changed = [d for d in describe_differences(state["config"], to_dict(self.config))
-                   if not d.startswith(RESUMABLE_CHANGES)]  # fmt: skip
+        changed = [
+            d
+            for d in describe_differences(state["config"], to_dict(self.config))
+            if not d.startswith(RESUMABLE_CHANGES)
+        ]
         if changed:
-            raise ConfigError(f"{self.run_dir} holds a run with a different config ({'; '.join(changed)}); "
-                              "use a new --out folder, or the same config to resume")  # fmt: skip
+            raise ConfigError(
+                f"{self.run_dir} holds a run with a different config ({'; '.join(changed)}); "
+                "use a new --out folder, or the same config to resume"
+            )
         if state["world_size"] != self.context.world_size:
-            raise ConfigError(f"{self.run_dir} was trained with {state['world_size']} process(es); "
-                              f"resume it with the same number (now {self.context.world_size})")  # fmt: skip
+            raise ConfigError(
+                f"{self.run_dir} was trained with {state['world_size']} process(es); "
+                f"resume it with the same number (now {self.context.world_size})"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.probe is not None and state["probe"] is not None:
@@ -233,13 +271,24 @@ class Trainer:
         # does not shift the stream that crops, FDA and masks draw from.
         seeded = torch.Generator().manual_seed(self.config.train.seed + self.step)
         if isinstance(self.dataset, StoreDataset):  # fast path: one vectorized gather per batch
-            loader = DataLoader(self.dataset, sampler=self.batches, batch_size=None, num_workers=workers,
-                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                generator=seeded)  # fmt: skip
+            loader = DataLoader(
+                self.dataset,
+                sampler=self.batches,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                generator=seeded,
+            )
         else:
-            loader = DataLoader(self.dataset, batch_sampler=self.batches, num_workers=workers,
-                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                generator=seeded)  # fmt: skip
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=self.batches,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                generator=seeded,
+            )
         return iter(loader)
 
     def _autocast(self):
@@ -270,13 +319,16 @@ class Trainer:
             if self.probe is not None and self.context.is_main:
                 matrix, labelled = self.probe_labels
                 records = batch["record"]
-                probe_loss = self.probe.update(out["g"].float().mean(0), matrix[records].to(self.device),
-                                               labelled[records].to(self.device))  # fmt: skip
+                probe_loss = self.probe.update(
+                    out["g"].float().mean(0), matrix[records].to(self.device), labelled[records].to(self.device)
+                )
                 if probe_loss is not None:
                     totals["probe_bce"] = totals.get("probe_bce", 0.0) + probe_loss / t.accumulate
         if not bool(torch.isfinite(totals["loss"])):  # before the optimizer step: the weights stay as they were
-            raise TrainingError(f"step {self.step + 1}: the loss is {float(totals['loss'])} (lr {lr:g}); the run "
-                                f"stops here, the last good checkpoint is {self.checkpoint_path}")  # fmt: skip
+            raise TrainingError(
+                f"step {self.step + 1}: the loss is {float(totals['loss'])} (lr {lr:g}); the run "
+                f"stops here, the last good checkpoint is {self.checkpoint_path}"
+            )
         if t.clip_grad > 0:
             totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad).detach()
         self.optimizer.step()
@@ -301,8 +353,10 @@ class Trainer:
             write_text(os.path.join(self.run_dir, "config.yaml"), yaml.safe_dump(to_dict(config), sort_keys=False))
             action = f"resuming at step {self.step}" if resumed else "starting"
             size = sum(p.numel() for p in self.model.encoder.parameters()) / 1e6
-            self.log(f"{action}: {len(self.dataset)} segments, {self.context.world_size} process(es) on "
-                     f"{self.device}, {self.precision}, {size:.2f} M encoder parameters")  # fmt: skip
+            self.log(
+                f"{action}: {len(self.dataset)} segments, {self.context.world_size} process(es) on "
+                f"{self.device}, {self.precision}, {size:.2f} M encoder parameters"
+            )
         metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
         if main and resumed:
             _drop_metrics_after(metrics_path, self.step)  # steps after the checkpoint are computed again
@@ -333,8 +387,11 @@ class Trainer:
                     last = {"step": self.step, "epoch": self.step * t.accumulate / self.batches.batches_per_epoch}
                     for key, value in window.items():
                         mean = value / window_steps
-                        last[key] = float(all_reduce_mean(torch.as_tensor(mean, device=self.device))
-                                          if key in ("loss", "rec", "con") else mean)  # fmt: skip
+                        last[key] = float(
+                            all_reduce_mean(torch.as_tensor(mean, device=self.device))
+                            if key in ("loss", "rec", "con")
+                            else mean
+                        )
                     last["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
                     last["data_wait"] = batches.take_waited() / max(elapsed, 1e-9)
                     last["elapsed_s"] = time.perf_counter() - started
@@ -351,8 +408,10 @@ class Trainer:
                     if not saved:
                         self.save()
                     if main:
-                        self.log(f"interrupted after step {self.step}; run the same command to resume from "
-                                 f"{self.checkpoint_path}")  # fmt: skip
+                        self.log(
+                            f"interrupted after step {self.step}; run the same command to resume from "
+                            f"{self.checkpoint_path}"
+                        )
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if main and not interrupt.seen:  # a second Ctrl-C, or one outside the steps: the last checkpoint stands
@@ -386,9 +445,11 @@ class Trainer:
             progress.set_postfix_str(f"{text} | {last['samples_per_s']:.0f} samples/s")
         else:
             remaining = (end - self.step) * last["elapsed_s"] / max(1, steps_done)
-            self.log(f"step {self.step}/{end} {text} | {last['samples_per_s']:.0f} samples/s, "
-                     f"data wait {100 * last['data_wait']:.1f} %, "
-                     f"elapsed {last['elapsed_s']:.0f} s, ETA {remaining:.0f} s")  # fmt: skip
+            self.log(
+                f"step {self.step}/{end} {text} | {last['samples_per_s']:.0f} samples/s, "
+                f"data wait {100 * last['data_wait']:.1f} %, "
+                f"elapsed {last['elapsed_s']:.0f} s, ETA {remaining:.0f} s"
+            )
 
 
 class _InterruptBetweenSteps:
@@ -494,8 +555,9 @@ def _record(metrics, writer, values: dict) -> None:
     writer.flush()
 
 
-def pretrain(config: PretrainConfig | dict, run_dir: str, *, stop_at: int | None = None,
-             log: Callable[[str], None] = print) -> RunResult:  # fmt: skip
+def pretrain(
+    config: PretrainConfig | dict, run_dir: str, *, stop_at: int | None = None, log: Callable[[str], None] = print
+) -> RunResult:
     """Train (or resume) a CoRe-ECG encoder into ``run_dir``; ``stop_at`` ends early as an interruption would."""
     if isinstance(config, dict):
         config = resolve(config)

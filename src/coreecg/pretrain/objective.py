@@ -117,8 +117,10 @@ class CoReECG(nn.Module):
             out["con"] = info_nce(z[0], z[1], objective.temperature)
             loss = loss + objective.lambda_con * out["con"]
         if self.decoder is not None:
-            rec = [self.reconstruction_loss(view, enc, lead_mask, encoded[1 - i].g if objective.align else None)
-                   for i, (view, enc) in enumerate(zip(views, encoded, strict=True))]  # fmt: skip
+            rec = [
+                self.reconstruction_loss(view, enc, lead_mask, encoded[1 - i].g if objective.align else None)
+                for i, (view, enc) in enumerate(zip(views, encoded, strict=True))
+            ]
             out["rec"] = (rec[0] + rec[1]) / 2
             loss = loss + out["rec"]
         out["loss"] = loss

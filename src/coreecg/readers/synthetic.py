@@ -33,10 +33,17 @@ class SyntheticSource(Source):
         ecg = synthetic_ecg(self.seed * _SEED_STRIDE + index, self.fs, self.seconds)
         fold = index % 10 + 1
         return RawRecord(
-            record_id=key, path=f"<synthetic seed {self.seed} record {index}>", signal=ecg.signal, fs=self.fs,
-            lead_names=list(LEADS), source=self.kind, patient_id=key, fold=fold, split=split_of_fold(fold),
+            record_id=key,
+            path=f"<synthetic seed {self.seed} record {index}>",
+            signal=ecg.signal,
+            fs=self.fs,
+            lead_names=list(LEADS),
+            source=self.kind,
+            patient_id=key,
+            fold=fold,
+            split=split_of_fold(fold),
             labels={"condition": ecg.labels, "noise": ecg.noises},
-        )  # fmt: skip
+        )
 
     def declared_classes(self) -> dict[str, list[str]]:
         return {"condition": list(CONDITIONS), "noise": list(NOISES)}

@@ -157,8 +157,11 @@ def _parse_signal_line(line: str, path: str, index: int) -> SignalSpec:
 def _check_file_name(name: str, path: str, where: str) -> None:
     """A signal file must sit beside its header: a header cannot make the reader open anything else."""
     if name in ("", ".", "..", "-") or "/" in name or "\\" in name or os.path.isabs(name) or "\0" in name:
-        raise RecordError(path, f"{where}: signal file {name!r} is not a file name in the record's folder "
-                                "(paths and '-' are refused: the signal file must sit beside the header)")  # fmt: skip
+        raise RecordError(
+            path,
+            f"{where}: signal file {name!r} is not a file name in the record's folder "
+            "(paths and '-' are refused: the signal file must sit beside the header)",
+        )
 
 
 def _check_mat_v4(file_path: str, fmt: int, offset: int, n_signals: int, n_samples: int | None, size: int) -> None:
@@ -188,11 +191,14 @@ def _check_mat_v4(file_path: str, fmt: int, offset: int, n_signals: int, n_sampl
     if not 1 <= name_length <= 64 or name != b"val":
         raise RecordError(file_path, f"the MAT v4 file holds {name!r}, not the matrix 'val'")
     if offset != _MAT_HEADER_BYTES + name_length:
-        raise RecordError(file_path, f"the header's byte offset {offset} is not where 'val' starts "
-                                     f"({_MAT_HEADER_BYTES + name_length})")  # fmt: skip
+        raise RecordError(
+            file_path,
+            f"the header's byte offset {offset} is not where 'val' starts ({_MAT_HEADER_BYTES + name_length})",
+        )
     if rows != n_signals or (n_samples is not None and columns != n_samples):
-        raise RecordError(file_path, f"'val' is {rows} × {columns}, the header declares {n_signals} signals × "
-                                     f"{n_samples} samples")  # fmt: skip
+        raise RecordError(
+            file_path, f"'val' is {rows} × {columns}, the header declares {n_signals} signals × {n_samples} samples"
+        )
 
 
 def _decode(raw: np.ndarray, fmt: int, n_values: int) -> np.ndarray:
@@ -266,8 +272,9 @@ def read_signals(header: Header) -> tuple[np.ndarray, list[str]]:
             needed = offset + math.ceil(n_samples * len(members) * bytes_per_sample)
             raise RecordError(file_path, f"signal file is truncated: {size} bytes, the header needs {needed}")
         try:
-            raw = np.fromfile(file_path, dtype=np.uint8, offset=offset,
-                              count=math.ceil(n_samples * len(members) * bytes_per_sample))  # fmt: skip
+            raw = np.fromfile(
+                file_path, dtype=np.uint8, offset=offset, count=math.ceil(n_samples * len(members) * bytes_per_sample)
+            )
         except (OSError, ValueError) as error:
             raise RecordError(file_path, f"cannot read signal file: {error}") from None
         values = _decode(raw, fmt, n_samples * len(members)).reshape(n_samples, len(members))

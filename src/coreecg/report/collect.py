@@ -53,8 +53,10 @@ def find_runs(folder: str) -> Runs:
     pretraining = sorted({c for c in candidates if _is_pretraining(c)})
     benchmarks = sorted({c for c in candidates if os.path.isfile(os.path.join(c, "results.json"))})
     if not pretraining and not benchmarks:
-        raise FileNotFoundError(f"{folder}: no pretraining run (config.yaml + metrics.jsonl) or benchmark "
-                                "(results.json) here or one level below")  # fmt: skip
+        raise FileNotFoundError(
+            f"{folder}: no pretraining run (config.yaml + metrics.jsonl) or benchmark "
+            "(results.json) here or one level below"
+        )
     return Runs(pretraining, benchmarks)
 
 
@@ -173,6 +175,13 @@ def benchmark_roc_data(benchmark: str) -> list[dict]:
                 arrays = read_cell(benchmark, c.name)[1]
                 scores[c.row], rows = arrays["val"], arrays["val_rows"]
         labels = store.label_set(task)
-        out.append({"task": task, "fraction": largest, "classes": labels.classes, "labels": labels.matrix[rows],
-                    "scores": scores})  # fmt: skip
+        out.append(
+            {
+                "task": task,
+                "fraction": largest,
+                "classes": labels.classes,
+                "labels": labels.matrix[rows],
+                "scores": scores,
+            }
+        )
     return out

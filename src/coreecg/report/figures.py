@@ -58,8 +58,14 @@ def training_curves(rows: Sequence[dict]) -> str:
     return _svg(figure)
 
 
-def reconstruction(target: np.ndarray, recon: np.ndarray, visible: np.ndarray, fs: float, patch: int,
-                   leads: Sequence[int] = (0, 1, 6, 9, 11)) -> str:  # fmt: skip
+def reconstruction(
+    target: np.ndarray,
+    recon: np.ndarray,
+    visible: np.ndarray,
+    fs: float,
+    patch: int,
+    leads: Sequence[int] = (0, 1, 6, 9, 11),
+) -> str:
     """One crop: each chosen lead's truth, its masked patches shaded, and the reconstruction drawn in them."""
     t = np.arange(target.shape[-1]) / fs
     figure, axes = plt.subplots(len(leads), 1, figsize=(9.5, 1.25 * len(leads)), sharex=True)
@@ -90,8 +96,15 @@ def embedding_map(points: np.ndarray, groups: Sequence[str], title: str) -> str:
     names = sorted(set(groups), key=lambda g: (g in ("none", "other"), g))
     for i, name in enumerate(names):
         chosen = groups == name
-        ax.scatter(points[chosen, 0], points[chosen, 1], s=7, alpha=0.75, color=PALETTE[i % 10],
-                   label=f"{name} ({int(chosen.sum())})", linewidths=0)  # fmt: skip
+        ax.scatter(
+            points[chosen, 0],
+            points[chosen, 1],
+            s=7,
+            alpha=0.75,
+            color=PALETTE[i % 10],
+            label=f"{name} ({int(chosen.sum())})",
+            linewidths=0,
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -100,8 +113,9 @@ def embedding_map(points: np.ndarray, groups: Sequence[str], title: str) -> str:
     return _svg(figure)
 
 
-def roc_curves(labels: np.ndarray, scores_by_method: dict[str, np.ndarray], classes: Sequence[str],
-               max_classes: int = 12) -> str:  # fmt: skip
+def roc_curves(
+    labels: np.ndarray, scores_by_method: dict[str, np.ndarray], classes: Sequence[str], max_classes: int = 12
+) -> str:
     """Per-class ROC curves, one line per method, for the classes with the most positives."""
     positives = labels.sum(0)
     order = [j for j in np.argsort(-positives, kind="stable") if 0 < positives[j] < len(labels)][:max_classes]

@@ -38,9 +38,11 @@ def _metrics_table(aggregate: dict, part: str) -> str:
                 continue
             auroc = stats["auroc"]
             low, high = auroc.get("ci95", [float("nan")] * 2)
-            cells.append(f"<td><b>{auroc['mean']:.3f}</b> ± {auroc['std']:.3f}<br><span class='note'>"
-                         f"CI {low:.3f}–{high:.3f} · AUPRC {stats['auprc']['mean']:.3f} · F1 {stats['f1']['mean']:.3f}"
-                         "</span></td>")  # fmt: skip
+            cells.append(
+                f"<td><b>{auroc['mean']:.3f}</b> ± {auroc['std']:.3f}<br><span class='note'>"
+                f"CI {low:.3f}–{high:.3f} · AUPRC {stats['auprc']['mean']:.3f} · F1 {stats['f1']['mean']:.3f}"
+                "</span></td>"
+            )
         body.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
     return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
@@ -50,28 +52,35 @@ def _pretraining_section(run: str, label_set: str | None, log: Callable[[str], N
     config = collect.run_config(run)
     rows = collect.training_rows(run)
     model, objective = config.get("model", {}), config.get("objective", {})
-    parts.append(f"<p class='meta'>{html.escape(str(config['data']['store']))} · preset {model.get('preset')} · "
-                 f"objective {objective.get('preset')} · {rows[-1]['step'] if rows else 0} steps</p>")  # fmt: skip
+    parts.append(
+        f"<p class='meta'>{html.escape(str(config['data']['store']))} · preset {model.get('preset')} · "
+        f"objective {objective.get('preset')} · {rows[-1]['step'] if rows else 0} steps</p>"
+    )
     if rows:
         parts += ["<h3>Training curves</h3>", f"<div class='figure'>{figures.training_curves(rows)}</div>"]
     log("report: reconstructions")
     examples = collect.reconstruction_examples(run)
     if examples:
         parts.append("<h3>Masked leads reconstructed beside the truth (validation segments)</h3>")
-        parts.append(f"<p class='note'>Checkpoint at step {examples['step']}. Shaded patches were masked (STDM) "
-                     "and never seen by the encoder; the red trace is the decoder's prediction of each masked patch's "
-                     "shape, placed on the true patch's offset and scale (the loss compares normalized shapes). "
-                     f"Masked-patch MSE of these crops: {examples['masked_mse']:.3f} (1.0 = predicting a flat "
-                     "line).</p>")  # fmt: skip
+        parts.append(
+            f"<p class='note'>Checkpoint at step {examples['step']}. Shaded patches were masked (STDM) "
+            "and never seen by the encoder; the red trace is the decoder's prediction of each masked patch's "
+            "shape, placed on the true patch's offset and scale (the loss compares normalized shapes). "
+            f"Masked-patch MSE of these crops: {examples['masked_mse']:.3f} (1.0 = predicting a flat "
+            "line).</p>"
+        )
         for i in range(len(examples["target"])):
-            svg = figures.reconstruction(examples["target"][i], examples["recon"][i], examples["visible"][i],
-                                         examples["fs"], examples["patch"])  # fmt: skip
+            svg = figures.reconstruction(
+                examples["target"][i], examples["recon"][i], examples["visible"][i], examples["fs"], examples["patch"]
+            )
             parts.append(f"<div class='figure'>{svg}</div>")
     log("report: embedding map")
     points = collect.embedding_points(run, label_set)
     if points:
-        title = (f"t-SNE of the encoder's embeddings: {points['records']} validation records, "
-                 f"coloured by first {points['label_set']} class")  # fmt: skip
+        title = (
+            f"t-SNE of the encoder's embeddings: {points['records']} validation records, "
+            f"coloured by first {points['label_set']} class"
+        )
         svg = figures.embedding_map(points["points"], points["groups"], title)
         parts += ["<h3>Embedding map</h3>", f"<div class='figure'>{svg}</div>"]
     return parts
@@ -81,34 +90,48 @@ def _benchmark_section(benchmark: str, log: Callable[[str], None]) -> list[str]:
     results = collect.read_results(benchmark)
     if not isinstance(results.get("aggregate"), dict) or not isinstance(results.get("config"), dict):
         raise ValueError(f"{os.path.join(benchmark, 'results.json')}: not a finished benchmark's results")
-    parts = [f"<h2>Evaluation: {html.escape(os.path.basename(os.path.abspath(benchmark)))}</h2>",
-             f"<p class='meta'>Store {html.escape(results['store'])}. Macro AUROC, mean ± std over seeds; "
-             "bootstrap 95 % CI of the seed mean; selection (C, checkpoint, thresholds) on validation only.</p>",
-             "<h3>Validation</h3>", _metrics_table(results["aggregate"], "val")]  # fmt: skip
+    parts = [
+        f"<h2>Evaluation: {html.escape(os.path.basename(os.path.abspath(benchmark)))}</h2>",
+        f"<p class='meta'>Store {html.escape(results['store'])}. Macro AUROC, mean ± std over seeds; "
+        "bootstrap 95 % CI of the seed mean; selection (C, checkpoint, thresholds) on validation only.</p>",
+        "<h3>Validation</h3>",
+        _metrics_table(results["aggregate"], "val"),
+    ]
     if results["config"].get("test") is not None:
         parts += ["<h3>Test (scored once per model)</h3>", _metrics_table(results["aggregate"], "test")]
     log("report: ROC curves")
     for entry in collect.benchmark_roc_data(benchmark):
-        parts.append(f"<h3>ROC curves: {html.escape(entry['task'])} at {entry['fraction']:.0%} of the labels "
-                     "(validation, seed 0; legend: AUROC)</h3>")  # fmt: skip
+        parts.append(
+            f"<h3>ROC curves: {html.escape(entry['task'])} at {entry['fraction']:.0%} of the labels "
+            "(validation, seed 0; legend: AUROC)</h3>"
+        )
         svg = figures.roc_curves(entry["labels"], entry["scores"], entry["classes"])
         parts.append(f"<div class='figure'>{svg}</div>")
     return parts
 
 
-def write_report(folder: str, out: str | None = None, title: str = "coreecg report", label_set: str | None = None,
-                 log: Callable[[str], None] = print) -> str:  # fmt: skip
+def write_report(
+    folder: str,
+    out: str | None = None,
+    title: str = "coreecg report",
+    label_set: str | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
     """Render every pretraining run and benchmark found in ``folder`` into one HTML file; returns its path."""
     runs = collect.find_runs(folder)
     out = out or os.path.join(folder, "report.html")
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class='meta'>{html.escape(os.path.abspath(folder))} · coreecg {__version__} · "
-             f"{time.strftime('%Y-%m-%d %H:%M')}</p>"]  # fmt: skip
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='meta'>{html.escape(os.path.abspath(folder))} · coreecg {__version__} · "
+        f"{time.strftime('%Y-%m-%d %H:%M')}</p>",
+    ]
     for benchmark in runs.benchmarks:
         parts += _benchmark_section(benchmark, log)
     for run in runs.pretraining:
         parts += _pretraining_section(run, label_set, log)
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")  # fmt: skip
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     write_text(out, page)
     return out
