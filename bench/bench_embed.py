@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import encoder_flops, matmul_peaks
 from inputs import store_paths, synthetic_inputs
 from reference import PlainEncoder
-from report import publish, table
+from report import publish, table, timed
 
 from coreecg.dataset import normalize_crops, window_starts, windows_to_cover
 from coreecg.evaluation.features import random_encoder, record_embeddings
@@ -72,17 +71,6 @@ def reference_embeddings(
         g.append(encoder(x, torch.ones(len(x), N_LEADS, n_time, dtype=torch.bool))[1])
     g_all, owners_array = torch.cat(g).numpy(), np.asarray(owners)
     return np.stack([g_all[owners_array == i].mean(0) for i in range(len(paths))])
-
-
-def timed(run, repeats: int) -> tuple[float, object]:
-    """Best wall time of ``repeats`` runs after one warm-up, and the last result."""
-    result = run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:

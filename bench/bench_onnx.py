@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inputs import synthetic_inputs
-from report import publish, table
+from report import publish, table, timed
 
 from coreecg.dataset import StoreDataset, windows_to_cover
 from coreecg.evaluation.features import random_encoder
 from coreecg.export import export_model
 from coreecg.store import Store
-
-
-def best_of(run, repeats: int) -> tuple[float, np.ndarray]:
-    result = run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def embed_torch(encoder, x, mask, std, batch: int) -> np.ndarray:
@@ -79,8 +68,8 @@ def main() -> None:
             export_model(folder + "/encoder", folder + "/encoder.onnx")
             session = onnxruntime.InferenceSession(folder + "/encoder.onnx")
         x_np, mask_np, std_np = x.numpy(), mask.numpy(), std.numpy()
-        torch_seconds, ours = best_of(lambda: embed_torch(encoder, x, mask, std, args.batch), args.repeats)  # noqa: B023
-        onnx_seconds, theirs = best_of(lambda: embed_onnx(session, x_np, mask_np, std_np, args.batch), args.repeats)  # noqa: B023
+        torch_seconds, ours = timed(lambda: embed_torch(encoder, x, mask, std, args.batch), args.repeats)  # noqa: B023
+        onnx_seconds, theirs = timed(lambda: embed_onnx(session, x_np, mask_np, std_np, args.batch), args.repeats)  # noqa: B023
         records = len(x) / windows
         rows.append(
             [

@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import sys
+import time
 
 import torch
 
@@ -21,6 +22,17 @@ def machine() -> str:
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM"
     return f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def timed(run, repeats: int) -> tuple[float, object]:
+    """Best wall time of ``repeats`` runs after one warm-up, and the last result."""
+    result = run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
 def table(headers: list[str], rows: list[list]) -> str:
