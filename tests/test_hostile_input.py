@@ -364,6 +364,14 @@ def test_a_damaged_store_is_reported_named_when_read_and_repaired_by_prepare(tmp
     assert (
         store.n_records == len(SOURCE_KINDS["ptbxl"](str(PTBXL)).record_keys()) and np.isfinite(store.signals(1)).all()
     )
+    first = out / "shards" / "00000" / "signals.npy"
+    intact = first.read_bytes()
+    damaged = bytearray(intact)
+    damaged[damaged.index(b"{")] = ord("x")  # a damaged .npy header, same size (found by the fuzz suite)
+    first.write_bytes(bytes(damaged))
+    with pytest.raises(StoreError, match=r"00000/signals.npy: not a readable .npy array"):
+        Store(str(out)).signals(0)
+    first.write_bytes(intact)
     flipped = bytearray(signals.read_bytes())
     flipped[-5] ^= 0xFF  # same size, other content: only the hash sees it
     signals.write_bytes(bytes(flipped))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,36 @@ def test_encoders_load_from_a_hub_endpoint_by_revision_and_from_its_cache(tmp_pa
         hub.close()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the server is gone: the pinned revision comes from the cache
     assert load_encoder("hf://someone/ecg-encoder@" + "b" * 40).info == {"seed": 0}
+
+
+SHIPPED_SHA256 = {"ptbxl-cpu": "24cee45af8da11cc329fc3a445c8729668401d830ae794d84058f37bfd1de501"}
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_the_shipped_encoder_is_the_recorded_file_and_embeds_a_record_as_recorded(tmp_path):
+    import hashlib
+
+    import coreecg
+    from coreecg.pretrained import SHIPPED
+    from coreecg.readers.base import read_wfdb_record
+
+    assert coreecg.available_encoders() == sorted(SHIPPED_SHA256)
+    for name, sha in SHIPPED_SHA256.items():
+        folder = Path(SHIPPED) / name
+        assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == sha
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert sha in card and "CC BY 4.0" in card and "Not a medical device" in card
+    recorded = json.loads((FIXTURES / "ptbxl-cpu-00001_lr.json").read_text())
+    raw, _ = read_wfdb_record(str(FIXTURES.parent.parent / recorded["record"]) + ".hea", "1", "test")
+    encoder = coreecg.load_encoder("ptbxl-cpu")
+    g = encoder.embed(raw.signal, raw.fs, raw.lead_names)
+    assert g.shape == (128,) and np.allclose(g, recorded["g"], atol=1e-4)
+    single = encoder.embed(raw.signal[1:2], raw.fs, ["MLII"])  # a Holter-style lead: modified lead II
+    assert np.allclose(single, encoder.embed(raw.signal[1:2], raw.fs, ["II"]))
+    out = tmp_path / "embeddings"
+    assert (
+        main(["embed", "--encoder", "ptbxl-cpu", "--wfdb", str(FIXTURES / "data" / "cinc2021"), "--out", str(out)]) == 0
+    )
+    assert np.load(out / "embeddings.npy").shape == (4, 128)
+    with pytest.raises(FileNotFoundError, match="not the name of a shipped encoder \\(shipped: ptbxl-cpu\\)"):
+        coreecg.load_encoder("ptbxl-gpu")

@@ -14,7 +14,7 @@ from coreecg.prepare import StrictReject, prepare_store, segment_offsets
 from coreecg.preprocess import PrepConfig, prepare_record
 from coreecg.readers import SOURCE_KINDS
 from coreecg.store import Store, StoreError
-from tests.conftest import CINC, PTBXL, quiet
+from tests.conftest import CINC, PTBXL, needs_sample, quiet
 
 
 def test_segment_offsets_cover_every_sample():
@@ -24,6 +24,7 @@ def test_segment_offsets_cover_every_sample():
     assert segment_offsets(3000, 1000) == [(0, 1000), (1000, 1000), (2000, 1000)]
 
 
+@needs_sample
 def test_ptbxl_store_contents(ptbxl_store):
     store = Store(str(ptbxl_store))
     assert store.manifest["records_in"] == 422 == store.n_records + store.manifest["rejected"]
@@ -44,6 +45,7 @@ def test_ptbxl_store_contents(ptbxl_store):
     np.testing.assert_array_equal(store.segment(0), expected)
 
 
+@needs_sample
 def test_cinc_store_long_records_and_lead_masks(cinc_store):
     store = Store(str(cinc_store))
     records = store.records

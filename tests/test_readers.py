@@ -10,7 +10,7 @@ import pytest
 
 from coreecg.readers import SOURCE_KINDS
 from coreecg.record import RecordError, SourceError
-from tests.conftest import CINC, PTBXL, SPLITS
+from tests.conftest import CINC, PTBXL, SPLITS, needs_sample
 
 
 def _merl_rows(task: str) -> dict[str, dict[str, str]]:
@@ -26,6 +26,7 @@ def ptbxl():
     return SOURCE_KINDS["ptbxl"](str(PTBXL))
 
 
+@needs_sample
 def test_ptbxl_record_and_metadata(ptbxl):
     assert len(ptbxl.record_keys()) == 422
     record = ptbxl.read("1")

@@ -46,6 +46,22 @@ def read_json(path: str):
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
+def read_array(path: str, mmap: bool = False):
+    """One ``.npy`` array (memory-mapped with ``mmap``), never unpickled; ``ValueError`` naming the file for
+    anything else: a missing or truncated file, a damaged header (NumPy parses it, and a flipped byte can
+    make that raise almost anything), an ``.npz`` archive or an object array."""
+    import numpy as np
+
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise ValueError(f"{path}: not a readable .npy array (it is an .npz archive)")
+    return array
+
+
 def write_json(path: str, data, sort_keys: bool = False) -> None:
     def write(temp: str) -> None:
         with open(temp, "w", encoding="utf-8") as handle:

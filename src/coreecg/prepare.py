@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coreecg.files import file_digest, write_json
+from coreecg.files import file_digest, read_array, write_json
 from coreecg.leads import CANONICAL_LEADS, N_LEADS
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig, prepare_record
 from coreecg.readers.base import Source
@@ -301,8 +301,11 @@ def _report_progress(results, total: int, start: float, log) -> None:
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not readable ({error})") from None
 
 
 def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> dict:
@@ -315,14 +318,21 @@ def finalize_store(out: str, source: Source, config: PrepConfig, plan: dict) -> 
     for shard in range(plan["shards"]):
         name = f"{shard:05d}"
         folder = os.path.join(shards_dir, name)
-        segments = np.load(os.path.join(folder, "segments.npy"))
+        try:
+            segments = read_array(os.path.join(folder, "segments.npy"))
+            if segments.dtype != SEGMENT_DTYPE or segments.ndim != 1:
+                raise ValueError(f"{os.path.join(folder, 'segments.npy')}: not a shard's segment table")
+            records_here = _read_jsonl(os.path.join(folder, "records.jsonl"))
+            rejects_here = _read_jsonl(os.path.join(folder, "rejects.jsonl"))
+        except ValueError as error:
+            raise StoreError(f"{error}; the shard is damaged: delete {folder} and run the same command again") from None
         seg_arrays["shard"].append(np.full(len(segments), shard, dtype=np.int32))
         seg_arrays["row"].append(np.arange(len(segments), dtype=np.int32))
         seg_arrays["record"].append(segments["record"] + len(records))
         seg_arrays["offset"].append(segments["offset"])
         seg_arrays["valid"].append(segments["valid"])
-        records.extend(_read_jsonl(os.path.join(folder, "records.jsonl")))
-        rejects.extend(_read_jsonl(os.path.join(folder, "rejects.jsonl")))
+        records.extend(records_here)
+        rejects.extend(rejects_here)
         done, _ = check_shard(folder)
         shard_info.append({"name": name, "segments": len(segments), "files": (done or {}).get("files", {})})
     if len(records) + len(rejects) != plan["records_in"]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coreecg.files import file_digest
+from coreecg.files import file_digest, read_array
 from coreecg.preprocess import STORE_FORMAT_VERSION, PrepConfig
 
 SHARD_FILES = ("signals.npy", "segments.npy", "records.jsonl", "rejects.jsonl")
@@ -166,15 +166,14 @@ class Store:
         if array is None:
             file = os.path.join(self.path, "shards", self.shard_names[shard], "signals.npy")
             expected = self.manifest["shards"][shard].get("files", {}).get("signals.npy", {}).get("bytes")
+            size = os.path.getsize(file) if os.path.isfile(file) else None
+            if size is None or (expected is not None and size != expected):
+                found = "missing" if size is None else f"{size} bytes, the manifest says {expected}"
+                raise StoreError(f"{file}: damaged shard ({found}); {REPAIR_HINT}")
             try:
-                size = os.path.getsize(file)
-                if expected is not None and size != expected:
-                    raise StoreError(
-                        f"{file}: damaged shard ({size} bytes, the manifest says {expected}); {REPAIR_HINT}"
-                    )
-                array = np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as error:
-                raise StoreError(f"{file}: damaged shard ({error}); {REPAIR_HINT}") from None
+                array = read_array(file, mmap=True)
+            except ValueError as error:
+                raise StoreError(f"{error}; {REPAIR_HINT}") from None
             segments = self.manifest["shards"][shard].get("segments")
             if array.ndim != 3 or (segments is not None and len(array) != segments):
                 raise StoreError(

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from coreecg.files import read_array
 from coreecg.leads import lead_index
 from coreecg.readers.base import Source, require_file
 from coreecg.readers.ptbxl import read_csv_rows
@@ -37,11 +38,9 @@ class NumpySource(Source):
         if not (math.isfinite(fs) and RATE_RANGE_HZ[0] <= fs <= RATE_RANGE_HZ[1]):
             raise SourceError(f"--fs {fs:g}: a sampling rate must be {RATE_RANGE_HZ[0]:g} to {RATE_RANGE_HZ[1]:g} Hz")
         try:
-            array = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as error:
-            raise SourceError(f"{path}: not a readable .npy array ({error})") from None
-        if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
-            raise SourceError(f"{path}: not a readable .npy array (it is an .npz archive)")
+            array = read_array(path, mmap=True)
+        except ValueError as error:
+            raise SourceError(str(error)) from None
         if array.ndim != 3:
             raise SourceError(f"{path}: expected an array of records × leads × time, got shape {array.shape}")
         if array.shape[1] != len(leads):
@@ -85,7 +84,7 @@ class NumpySource(Source):
 
     def read(self, key: str) -> RawRecord:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = read_array(self.path, mmap=True)
         i = self._row_of[key]
         record = RawRecord(
             record_id=key,
