@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PTBXL, quiet
+from conftest import PTBXL, needs_sample, quiet
 from safetensors.torch import load_file
 
 from coreecg import cli_transfer
@@ -154,6 +154,7 @@ def test_test_labels_cannot_change_probe_choices(store, encoder):
     assert np.array_equal(honest.test_probabilities, shuffled.test_probabilities)  # same model on the same records
 
 
+@needs_sample
 def test_test_labels_cannot_change_the_fine_tuned_checkpoint(store, encoder, tmp_path):
     # Fine-tuning runs to the end with test labels that fail on any use, so nothing it chose can depend on them.
     def half():

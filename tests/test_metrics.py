@@ -18,6 +18,7 @@ from coreecg.metrics import (
     tune_thresholds,
 )
 from coreecg.store import Store
+from tests.conftest import needs_sample
 
 
 def _labels_and_scores(seed: int, n: int = 300, classes: int = 6, ties: bool = True):
@@ -160,6 +161,7 @@ def test_iterative_stratification_keeps_every_class_share_on_real_labels(ptbxl_s
     assert np.abs(y[random_part].sum(0) - 0.25 * counts).max() > np.abs(chosen - 0.25 * counts).max()
 
 
+@needs_sample
 def test_label_fraction_is_seeded_nested_in_train_and_covers_rare_classes(ptbxl_store):
     labels = Store(str(ptbxl_store)).label_set("superdiagnostic")
     y = labels.matrix[labels.labelled]

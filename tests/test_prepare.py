@@ -62,6 +62,7 @@ def test_cinc_store_long_records_and_lead_masks(cinc_store):
     assert scored.names["713427006"] == "CRBBB"
 
 
+@needs_sample
 def test_resume_skips_finished_shards_and_gives_the_same_store(tmp_path):
     source = SOURCE_KINDS["cinc"](str(CINC))
     out = tmp_path / "store"
@@ -77,6 +78,7 @@ def test_resume_skips_finished_shards_and_gives_the_same_store(tmp_path):
         np.testing.assert_array_equal(np.load(out / "shards" / name / "signals.npy"), before)
 
 
+@needs_sample
 def test_partitioned_conversion_equals_one_run(tmp_path):
     source = SOURCE_KINDS["cinc"](str(CINC))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -214,6 +216,7 @@ def test_record_errors_survive_pickling():
     assert (error.path, error.problem, str(error)) == ("a.hea", "bad header", "a.hea: bad header")
 
 
+@needs_sample
 def test_wfdb_folder_at_500_hz_is_resampled(tmp_path):
     out = tmp_path / "store"
     result = prepare_store(SOURCE_KINDS["wfdb"](str(PTBXL / "records500")), str(out), PrepConfig(), log=quiet)

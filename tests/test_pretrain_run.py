@@ -28,7 +28,7 @@ from coreecg.pretrain.loop import learning_rate, pretrain
 from coreecg.pretrain.objective import CoReECG, View, make_views
 from coreecg.readers.base import read_wfdb_record
 from coreecg.store import Store
-from tests.conftest import PTBXL, quiet
+from tests.conftest import PTBXL, needs_sample, quiet
 
 # A tiny model for the loop's mechanics. No amplitude token, so the lower-level tests below can pass views
 # without each record's std; the tests of the token turn it on (and the CLI tests use the defaults).
@@ -288,6 +288,7 @@ def test_raw_target_scores_the_decoder_against_the_unaugmented_crop(ptbxl_store)
         resolve(small_config(ptbxl_store, objective={"target": "pixels"}))
 
 
+@needs_sample
 def test_pretraining_on_cinc_records_of_mixed_sources(cinc_store, tmp_path):
     """CinC records come from six collections at several rates and lengths; longer ones are several segments."""
     store = Store(str(cinc_store))

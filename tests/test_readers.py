@@ -40,6 +40,7 @@ def test_ptbxl_record_and_metadata(ptbxl):
     ("ours", "merl"),
     [("superdiagnostic", "super_class"), ("subdiagnostic", "sub_class"), ("form", "form"), ("rhythm", "rhythm")],
 )
+@needs_sample
 def test_ptbxl_aggregation_matches_benchmark_tables(ptbxl, ours, merl):
     """Our label aggregation reproduces the published benchmark tables, record by record."""
     tables = _merl_rows(merl)
@@ -72,6 +73,7 @@ def test_ptbxl_500hz_variant_rejects_missing_files(ptbxl):
     assert "ptbxl_database.csv line" in caught.value.path
 
 
+@needs_sample
 def test_label_tables_source(tmp_path):
     source = SOURCE_KINDS["ptbxl-tables"](str(PTBXL), tables=str(SPLITS))
     assert set(source.declared_classes()) == {"super_class", "sub_class", "form", "rhythm"}
@@ -84,6 +86,7 @@ def test_label_tables_source(tmp_path):
         source.read(absent)
 
 
+@needs_sample
 def test_cinc_labels_demographics_and_databases():
     source = SOURCE_KINDS["cinc"](str(CINC))
     assert len(source.record_keys()) == 60
