@@ -150,8 +150,11 @@ def export_model(spec: str, path: str) -> dict:
 
 
 def _format_of(config_path: str) -> str | None:
+    """The ``format`` a saved model's config.json declares, or None where there is no readable one."""
+    from coreecg.files import read_json
+
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            return json.load(handle).get("format")
-    except (OSError, ValueError, AttributeError):
+        config = read_json(config_path)
+    except (OSError, ValueError):
         return None
+    return config.get("format") if isinstance(config, dict) else None
